@@ -1,0 +1,1 @@
+"""outbound side of twistedmail."""

@@ -1,0 +1,1 @@
+"""Mailbox stores: the backends behind `twistedmail.interfaces.IMailStore`."""
