@@ -1,0 +1,681 @@
+"""
+Our SMTP client: hands one message to one server and says what happened to
+each recipient.
+
+Written on Twisted's core instead of ``twisted.mail.smtp``'s client, which
+dot-stuffs per 16 KiB chunk (so a ``.`` line at a chunk boundary truncates the
+message silently) and turns CRLF into CR CR LF.  Here the body goes through
+`DotStuffer`, whose output does not depend on how the input is chunked.
+
+The conversation is one coroutine (`send_message`) over a small line protocol
+(`SMTPClientProtocol`) that only parses replies, enforces the RFC 5321
+§4.5.3.2 timeouts on an injected clock and streams the body with flow
+control.  Session-level failures (no greeting, timeout, lost connection,
+required TLS missing) raise `SMTPClientError`; everything about a transaction
+(MAIL, RCPT, DATA replies) comes back as one `RecipientResult` per recipient.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, ssl
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistedmail.model import Recipient
+
+log = Logger()
+
+#: Bytes of the message handed to the transport at once while streaming DATA.
+CHUNK_SIZE = 64 * 1024
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+
+# --- Values --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One (possibly multi-line) SMTP reply; ``enhanced`` is RFC 3463's code."""
+
+    code: int
+    lines: tuple[str, ...]
+    enhanced: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The reply text without the enhanced code, lines joined by spaces."""
+        return " ".join(_strip_enhanced(line) for line in self.lines).strip()
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    def __str__(self) -> str:
+        enhanced = f" {self.enhanced}" if self.enhanced else ""
+        return f"{self.code}{enhanced} {self.text}".rstrip()
+
+    @classmethod
+    def synthetic(cls, code: int, enhanced: str, text: str) -> Reply:
+        """A reply we make up ourselves (timeouts, refused connections)."""
+        return cls(code, (f"{enhanced} {text}",), enhanced)
+
+
+def _strip_enhanced(line: str) -> str:
+    match = _ENHANCED.match(line)
+    return line[match.end() :] if match else line
+
+
+class TLSPolicy(enum.Enum):
+    """How much TLS a destination gets (RFC 3207, RFC 7435)."""
+
+    NEVER = "never"
+    #: Use STARTTLS when offered, accept any certificate, fall back to plain text.
+    OPPORTUNISTIC = "opportunistic"
+    #: Require STARTTLS and a certificate valid for the host name.
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """RFC 5321 §4.5.3.2 minimums, in seconds; ``quit`` is ours."""
+
+    greeting: float = 300.0
+    command: float = 300.0
+    data_init: float = 120.0
+    data_block: float = 180.0
+    data_end: float = 600.0
+    quit: float = 30.0
+
+
+TLSOptionsFactory = Callable[[str, bool], Any]
+
+
+def default_tls_options(hostname: str, verify: bool) -> Any:
+    """
+    Client TLS options when ``twistedmail.tls`` is not handed in: verified
+    with the system roots when TLS is required, anything goes otherwise
+    (opportunistic TLS must not fail on an unverifiable certificate).
+    """
+    if verify:
+        return ssl.optionsForClientTLS(hostname)
+    return ssl.CertificateOptions(verify=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How to talk to one destination."""
+
+    helo_name: str
+    tls: TLSPolicy = TLSPolicy.OPPORTUNISTIC
+    #: Name the server's certificate must carry (TLS required) and SNI.
+    tls_hostname: str | None = None
+    tls_options: TLSOptionsFactory = default_tls_options
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: Allow AUTH without TLS (loopback tests only; never for real hosts).
+    auth_plaintext: bool = False
+    timeouts: Timeouts = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One message to send: the envelope parts the client needs, and the bytes."""
+
+    sender: str
+    recipients: tuple[Recipient, ...]
+    message: bytes
+    body: str | None = None
+    smtputf8: bool = False
+    ret: str | None = None
+    envid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    address: str
+    reply: Reply
+
+    @property
+    def delivered(self) -> bool:
+        return self.reply.positive
+
+    @property
+    def permanent(self) -> bool:
+        return self.reply.permanent
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionResult:
+    """
+    Per-recipient outcome.  ``dsn`` says the server took over RFC 3461
+    notification duties (it offered DSN, so NOTIFY went with each RCPT).
+    """
+
+    recipients: tuple[RecipientResult, ...]
+    dsn: bool = False
+    tls: bool = False
+
+
+class SMTPClientError(Exception):
+    """The session failed as a whole; ``reply`` is the server's or a synthetic one."""
+
+    def __init__(self, reply: Reply, stage: str) -> None:
+        super().__init__(f"{stage}: {reply}")
+        self.reply = reply
+        self.stage = stage
+
+
+# --- Dot-stuffing ----------------------------------------------------------------
+
+
+class DotStuffer:
+    """
+    Turn message bytes into the DATA stream, whatever the chunking.
+
+    RFC 5321 §4.5.2: every line starting with ``.`` gets one more ``.``,
+    including the first line.  Bare CR and bare LF become CRLF (§2.3.8) so
+    the receiver can never see an end-of-data other than ours (SMTP
+    smuggling); a proper CRLF message passes unchanged apart from stuffing.
+    A CR at the end of one chunk is held back until the next chunk says
+    whether an LF follows.
+    """
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._held_cr = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._held_cr:
+            data = b"\r" + data
+            self._held_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._held_cr = True
+        if not data:
+            return b""
+        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        text = text.replace(b"\n.", b"\n..")
+        if self._at_line_start and text.startswith(b"."):
+            text = b"." + text
+        self._at_line_start = text.endswith(b"\n")
+        return text.replace(b"\n", b"\r\n")
+
+    def finish(self) -> bytes:
+        """The end of the stream: a last CRLF if missing, then ``.CRLF``."""
+        tail = b""
+        if self._held_cr:
+            self._held_cr = False
+            tail = b"\r\n"
+        elif not self._at_line_start:
+            tail = b"\r\n"
+        self._at_line_start = True
+        return tail + b".\r\n"
+
+
+def stuff(message: bytes, chunk_size: int = CHUNK_SIZE) -> Iterable[bytes]:
+    """The DATA stream of ``message`` (terminator included), in pieces."""
+    stuffer = DotStuffer()
+    for start in range(0, len(message), chunk_size):
+        piece = stuffer.feed(message[start : start + chunk_size])
+        if piece:
+            yield piece
+    yield stuffer.finish()
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 §4 xtext: ``+XX`` for ``+``, ``=``, controls and non-ASCII."""
+    out = []
+    for byte in value.encode("utf-8"):
+        if 33 <= byte <= 126 and byte not in (ord("+"), ord("=")):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+# --- The line protocol -------------------------------------------------------------
+
+
+class ProtocolViolation(Exception):
+    """The server sent something that is not an SMTP reply."""
+
+
+@implementer(IPushProducer)
+class SMTPClientProtocol(Protocol):
+    """
+    Reply parsing, timeouts and flow control; no SMTP logic.
+
+    Replies queue up in order (pipelining) and `next_reply` hands them out.
+    Every wait has a timeout on ``clock``; when it expires the connection is
+    aborted and every waiter fails.
+    """
+
+    MAX_LINE = 4096
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._buffer = b""
+        self._lines: list[str] = []
+        self._replies: deque[Reply] = deque()
+        self._waiters: deque[Deferred[Reply]] = deque()
+        self._timer: IDelayedCall | None = None
+        self._failure: Exception | None = None
+        self._paused = False
+        self._drained: Deferred[None] | None = None
+        self._starttls_pending = False
+
+    # Protocol
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while self._failure is None:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.MAX_LINE:
+                    self._violation("reply line too long")
+                return
+            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            if len(line) > self.MAX_LINE:
+                self._violation("reply line too long")
+                return
+            self._line_received(line.rstrip(b"\r").decode("utf-8", "replace"))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._cancel_timer()
+        if self._failure is None:
+            self._failure = ConnectionError("connection lost")
+        self._fail_waiters()
+
+    # IPushProducer: the transport tells us when its buffer is full or drained.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._drained is not None:
+            drained, self._drained = self._drained, None
+            self._cancel_timer()
+            drained.callback(None)
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+    # API used by the session
+
+    def send(self, *lines: bytes) -> None:
+        """Write command lines (several at once when pipelining)."""
+        self.transport.writeSequence([part for line in lines for part in (line, b"\r\n")])  # type: ignore[union-attr]
+
+    def expect_starttls(self) -> None:
+        """The next reply ends plain text: refuse anything sent after it (CVE-2011-0411)."""
+        self._starttls_pending = True
+
+    def next_reply(self, timeout: float, stage: str) -> Deferred[Reply]:
+        if self._replies:
+            return defer.succeed(self._replies.popleft())
+        if self._failure is not None:
+            return defer.fail(self._failure)
+        waiter: Deferred[Reply] = Deferred()
+        self._waiters.append(waiter)
+        self._arm(timeout, f"no reply to {stage} in {timeout:g} s")
+        return waiter
+
+    async def write_body(self, chunks: Iterable[bytes], limit: float) -> None:
+        """
+        Stream DATA with flow control; RFC 5321 §4.5.3.2.5: fail when the
+        transport makes no progress for ``timeout`` seconds.
+        """
+        transport = self.transport
+        assert transport is not None
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        try:
+            for chunk in chunks:
+                if self._failure is not None:
+                    raise self._failure
+                transport.write(chunk)
+                if self._paused:
+                    self._drained = Deferred()
+                    self._arm(limit, f"data block not sent in {limit:g} s")
+                    await self._drained
+        finally:
+            if self._failure is None:
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # internals
+
+    def _line_received(self, line: str) -> None:
+        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+            self._violation(f"not an SMTP reply: {line[:40]!r}")
+            return
+        self._lines.append(line)
+        if line[3:4] == "-":
+            return
+        code = int(line[:3])
+        texts = tuple(part[4:] for part in self._lines)
+        self._lines = []
+        match = _ENHANCED.match(texts[0])
+        enhanced = None
+        if match and match.group(1) == str(code)[0]:
+            enhanced = ".".join(match.groups())
+        reply = Reply(code, texts, enhanced)
+        if self._starttls_pending:
+            self._starttls_pending = False
+            if self._buffer:
+                self._violation("data after the STARTTLS reply")
+                return
+        if self._waiters:
+            self._cancel_timer()
+            self._waiters.popleft().callback(reply)
+        else:
+            self._replies.append(reply)
+
+    def _arm(self, timeout: float, why: str) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(timeout, self._expired, why)
+
+    def _expired(self, why: str) -> None:
+        self._timer = None
+        self._failure = TimeoutError(why)
+        self._fail_waiters()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _violation(self, why: str) -> None:
+        self._failure = ProtocolViolation(why)
+        self._fail_waiters()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _fail_waiters(self) -> None:
+        assert self._failure is not None
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            waiter.errback(self._failure)
+        if self._drained is not None:
+            drained, self._drained = self._drained, None
+            drained.errback(self._failure)
+
+
+# --- The conversation -------------------------------------------------------------
+
+
+def _session_error(err: Exception, stage: str) -> SMTPClientError:
+    if isinstance(err, SMTPClientError):
+        return err
+    if isinstance(err, TimeoutError):
+        return SMTPClientError(Reply.synthetic(421, "4.4.2", str(err)), stage)
+    if isinstance(err, ProtocolViolation):
+        return SMTPClientError(Reply.synthetic(421, "4.5.0", str(err)), stage)
+    return SMTPClientError(Reply.synthetic(421, "4.4.2", f"connection lost during {stage}"), stage)
+
+
+class _Session:
+    """The state of one conversation, from greeting to QUIT."""
+
+    def __init__(self, proto: SMTPClientProtocol, options: ClientOptions) -> None:
+        self.proto = proto
+        self.options = options
+        self.extensions: dict[str, str] = {}
+        self.esmtp = False
+        self.tls = False
+
+    async def command(self, line: bytes, stage: str, limit: float | None = None) -> Reply:
+        self.proto.send(line)
+        return await self.proto.next_reply(limit or self.options.timeouts.command, stage)
+
+    async def hello(self) -> None:
+        name = self.options.helo_name.encode(
+            "idna" if not self.options.helo_name.isascii() else "ascii"
+        )
+        reply = await self.command(b"EHLO " + name, "EHLO")
+        if reply.positive:
+            self.esmtp = True
+            self.extensions = {}
+            for line in reply.lines[1:]:
+                keyword, _, params = line.partition(" ")
+                self.extensions[keyword.upper()] = params
+            return
+        # RFC 5321 §3.2: a server that does not know EHLO gets HELO.
+        if reply.code in (500, 501, 502, 504, 550):
+            reply = await self.command(b"HELO " + name, "HELO")
+            if reply.positive:
+                self.esmtp = False
+                self.extensions = {}
+                return
+        raise SMTPClientError(reply, "EHLO")
+
+    async def start(self) -> None:
+        timeouts = self.options.timeouts
+        greeting = await self.proto.next_reply(timeouts.greeting, "greeting")
+        if greeting.code != 220:
+            raise SMTPClientError(greeting, "greeting")
+        await self.hello()
+        policy = self.options.tls
+        if policy is not TLSPolicy.NEVER and "STARTTLS" in self.extensions:
+            self.proto.expect_starttls()
+            reply = await self.command(b"STARTTLS", "STARTTLS")
+            if reply.code == 220:
+                hostname = self.options.tls_hostname or "localhost"
+                verify = policy is TLSPolicy.REQUIRED
+                self.proto.transport.startTLS(self.options.tls_options(hostname, verify))  # type: ignore[union-attr]
+                self.tls = True
+                # RFC 3207 §4.2: forget everything learnt before TLS.
+                await self.hello()
+            elif policy is TLSPolicy.REQUIRED:
+                raise SMTPClientError(reply, "STARTTLS")
+        if policy is TLSPolicy.REQUIRED and not self.tls:
+            raise SMTPClientError(
+                Reply.synthetic(421, "4.7.10", "TLS required but not offered"), "STARTTLS"
+            )
+        if self.options.username is not None:
+            await self.authenticate()
+
+    async def authenticate(self) -> None:
+        """RFC 4954 with PLAIN (RFC 4616) or LOGIN; never in clear unless allowed."""
+        if not self.tls and not self.options.auth_plaintext:
+            raise SMTPClientError(
+                Reply.synthetic(421, "4.7.11", "refusing to send credentials without TLS"), "AUTH"
+            )
+        mechanisms = self.extensions.get("AUTH", "").upper().split()
+        user = (self.options.username or "").encode()
+        password = (self.options.password or "").encode()
+        if "PLAIN" in mechanisms:
+            token = base64.b64encode(b"\0" + user + b"\0" + password)
+            reply = await self.command(b"AUTH PLAIN " + token, "AUTH")
+        elif "LOGIN" in mechanisms:
+            reply = await self.command(b"AUTH LOGIN", "AUTH")
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(user), "AUTH")
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(password), "AUTH")
+        else:
+            reply = Reply.synthetic(421, "4.7.8", "server offers no usable AUTH mechanism")
+        if reply.code != 235:
+            # Credentials are configuration: keep the mail queued, never bounce it.
+            raise SMTPClientError(
+                Reply.synthetic(454, "4.7.0", f"authentication failed: {reply}"), "AUTH"
+            )
+
+    def mail_command(self, txn: Transaction, utf8: bool) -> bytes:
+        params = []
+        if "SIZE" in self.extensions:
+            params.append(f"SIZE={len(txn.message)}")
+        if txn.body in ("8BITMIME", "BINARYMIME") and "8BITMIME" in self.extensions:
+            params.append("BODY=8BITMIME")
+        if utf8:
+            params.append("SMTPUTF8")
+        if "DSN" in self.extensions:
+            if txn.ret:
+                params.append(f"RET={txn.ret}")
+            if txn.envid:
+                params.append(f"ENVID={xtext(txn.envid)}")
+        line = f"MAIL FROM:<{txn.sender}>" + "".join(" " + p for p in params)
+        return line.encode("utf-8")
+
+    def rcpt_command(self, rcpt: Recipient) -> bytes:
+        params = []
+        if "DSN" in self.extensions:
+            if rcpt.notify:
+                params.append("NOTIFY=" + ",".join(rcpt.notify))
+            if rcpt.orcpt:
+                kind, _, addr = rcpt.orcpt.partition(";")
+                params.append(f"ORCPT={kind};{xtext(addr)}")
+        line = f"RCPT TO:<{rcpt.address}>" + "".join(" " + p for p in params)
+        return line.encode("utf-8")
+
+    def precheck(self, txn: Transaction) -> tuple[Reply | None, bool]:
+        """A permanent reply that dooms the whole transaction before MAIL, and SMTPUTF8 use."""
+        needs_utf8 = txn.smtputf8 or not (
+            txn.sender.isascii() and all(r.address.isascii() for r in txn.recipients)
+        )
+        if needs_utf8 and "SMTPUTF8" not in self.extensions:
+            # RFC 6531 §3.2: the message cannot be downgraded; bounce it cleanly.
+            return Reply.synthetic(553, "5.6.7", "server does not support SMTPUTF8"), False
+        limit = self.extensions.get("SIZE", "").strip()
+        if limit.isdigit() and int(limit) > 0 and len(txn.message) > int(limit):
+            # RFC 1870 §6: do not send what the server already said it refuses.
+            return Reply.synthetic(
+                552, "5.3.4", f"message exceeds the server's limit of {limit}"
+            ), False
+        return None, needs_utf8
+
+    async def transaction(self, txn: Transaction) -> TransactionResult:
+        doom, utf8 = self.precheck(txn)
+        if doom is not None:
+            return self._all(txn, doom)
+        timeouts = self.options.timeouts
+        mail = self.mail_command(txn, utf8)
+        rcpts = [self.rcpt_command(r) for r in txn.recipients]
+        if "PIPELINING" in self.extensions:
+            # RFC 2920 §3.1: MAIL, every RCPT and DATA in one group.
+            self.proto.send(mail, *rcpts, b"DATA")
+            mail_reply = await self.proto.next_reply(timeouts.command, "MAIL")
+            rcpt_replies = [await self.proto.next_reply(timeouts.command, "RCPT") for _ in rcpts]
+            data_reply = await self.proto.next_reply(timeouts.data_init, "DATA")
+            if not mail_reply.positive:
+                return self._all(txn, mail_reply)
+            accepted = [r.positive for r in rcpt_replies]
+            if not any(accepted):
+                if data_reply.code == 354:
+                    # A broken server opened DATA with no recipient: end it empty.
+                    await self.command(b".", "DATA end", timeouts.data_end)
+                return self._results(txn, rcpt_replies, None)
+        else:
+            mail_reply = await self.command(mail, "MAIL")
+            if not mail_reply.positive:
+                return self._all(txn, mail_reply)
+            rcpt_replies = [await self.command(line, "RCPT") for line in rcpts]
+            if not any(r.positive for r in rcpt_replies):
+                await self.command(b"RSET", "RSET")
+                return self._results(txn, rcpt_replies, None)
+            data_reply = await self.command(b"DATA", "DATA", timeouts.data_init)
+        if data_reply.code != 354:
+            return self._results(txn, rcpt_replies, data_reply)
+        await self.proto.write_body(stuff(txn.message), timeouts.data_block)
+        final = await self.proto.next_reply(timeouts.data_end, "end of data")
+        return self._results(txn, rcpt_replies, final)
+
+    def _all(self, txn: Transaction, reply: Reply) -> TransactionResult:
+        results = tuple(RecipientResult(r.address, reply) for r in txn.recipients)
+        return TransactionResult(results, "DSN" in self.extensions, self.tls)
+
+    def _results(
+        self, txn: Transaction, rcpt_replies: list[Reply], final: Reply | None
+    ) -> TransactionResult:
+        results = []
+        for rcpt, reply in zip(txn.recipients, rcpt_replies, strict=True):
+            if reply.positive and final is not None:
+                reply = final
+            results.append(RecipientResult(rcpt.address, reply))
+        return TransactionResult(tuple(results), "DSN" in self.extensions, self.tls)
+
+    async def quit(self) -> None:
+        try:
+            await self.command(b"QUIT", "QUIT", self.options.timeouts.quit)
+        except Exception as err:
+            # The message is already handed over; a rude goodbye changes nothing.
+            log.debug("QUIT failed: {error}", error=err)
+        finally:
+            self.proto.close()
+
+
+async def send_message(
+    proto: SMTPClientProtocol, options: ClientOptions, txn: Transaction
+) -> TransactionResult:
+    """
+    Run a whole session on a connected protocol: greeting, EHLO, STARTTLS,
+    AUTH, one transaction, QUIT.
+
+    :raises SMTPClientError: the session failed before per-recipient replies
+        could be had; its ``reply`` says whether the failure is permanent.
+    """
+    session = _Session(proto, options)
+    stage = "greeting"
+    try:
+        await session.start()
+        stage = "transaction"
+        result = await session.transaction(txn)
+    except Exception as err:
+        proto.close()
+        raise _session_error(err, stage) from err
+    await session.quit()
+    return result
+
+
+class _ClientFactory(Factory):
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
+    def buildProtocol(self, addr: object) -> SMTPClientProtocol:
+        proto = SMTPClientProtocol(self.clock)
+        proto.factory = self
+        return proto
+
+
+async def deliver(
+    endpoint: IStreamClientEndpoint,
+    clock: IReactorTime,
+    options: ClientOptions,
+    txn: Transaction,
+) -> TransactionResult:
+    """Connect with ``endpoint`` and run `send_message`; refusals become 4.4.1."""
+    try:
+        proto = await endpoint.connect(_ClientFactory(clock))
+    except Exception as err:
+        raise SMTPClientError(
+            Reply.synthetic(421, "4.4.1", f"connection failed: {err.__class__.__name__}"), "connect"
+        ) from err
+    assert isinstance(proto, SMTPClientProtocol)
+    return await send_message(proto, options, txn)
