@@ -266,11 +266,12 @@ class MemoryAccount:
             return
         if is_inside(new, source.name):
             raise InvalidMailboxName(f"cannot rename {source.name!r} inside itself")
-        moving = [name for name in self._mailboxes if renamed(name, source.name, new) != name]
+        old = source.name
+        moving = [name for name in self._mailboxes if renamed(name, old, new) != name]
         moving.sort(key=sort_key)
         for name in moving:
-            if renamed(name, source.name, new) in self._mailboxes:
-                raise MailboxExists(renamed(name, source.name, new))
+            if renamed(name, old, new) in self._mailboxes:
+                raise MailboxExists(renamed(name, old, new))
         events: list[ChangeEvent] = []
         for parent in parents(new):
             if parent not in self._mailboxes:
@@ -278,10 +279,10 @@ class MemoryAccount:
                 events.append(MailboxCreated(parent))
         for name in moving:
             mailbox = self._mailboxes.pop(name)
-            mailbox.name = renamed(name, source.name, new)
+            mailbox.name = renamed(name, old, new)
             self._mailboxes[mailbox.name] = mailbox
             events.append(MailboxRenamed(name, mailbox.name))
-        self._subscriptions = {renamed(s, source.name, new) for s in self._subscriptions}
+        self._subscriptions = {renamed(s, old, new) for s in self._subscriptions}
         self._emit(events)
 
     def _rename_inbox(self, inbox: _Mailbox, new: str) -> None:
