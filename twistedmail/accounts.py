@@ -52,6 +52,7 @@ __all__ = [
     "make_portal",
     "normalize_address",
     "normalize_domain",
+    "parse_address",
 ]
 
 #: The name of the accounts file inside the data directory.
@@ -64,7 +65,7 @@ _FORMAT_VERSION = 1
 _MAX_ALIAS_DEPTH = 20
 
 # RFC 1035 §2.3.1 labels, allowing Unicode letters for IDNs (RFC 6531).
-_LABEL = re.compile(r"(?!-)[^\W_](?:[\w-]{0,61}[^\W_])?(?<!-)\Z")
+_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\Z")
 
 
 # --- Addresses and domains ------------------------------------------------------
@@ -79,19 +80,38 @@ def normalize_domain(domain: str) -> str:
     return text
 
 
-def normalize_address(address: str) -> str:
+def parse_address(address: str) -> tuple[str, str]:
     """
-    The lookup key of an address: local part and domain lower-cased.
+    The lookup key of an address as ``(local, domain)``, both lower-cased.
 
     RFC 5321 §2.4 lets a server treat local parts case-sensitively; we fold
     them, as nearly every mail server does, so ``Alice@`` reaches ``alice@``.
-    :raises AccountsError: the address is malformed.
+    :raises ValueError: the address is malformed.
     """
+    parsed = Address.parse(address)
+    local = parsed.local
+    # RFC 5321 §4.1.2: "@" is not atext, so only a quoted local part has one.
+    if "@" in local and not (local.startswith('"') and local.endswith('"')):
+        raise ValueError(f"bad local part in address: {address!r}")
+    if parsed.domain.startswith("[") and parsed.domain.endswith("]"):
+        # An address literal (RFC 5321 §4.1.3): valid, but never a local domain.
+        return local.lower(), parsed.domain
     try:
-        parsed = Address.parse(address)
+        domain = normalize_domain(parsed.domain)
+    except AccountsError:
+        raise ValueError(f"bad domain in address: {address!r}") from None
+    return local.lower(), domain
+
+
+def normalize_address(address: str) -> str:
+    """``local@domain`` lower-cased; raise `AccountsError` if it is malformed."""
+    try:
+        local, domain = parse_address(address)
+        if domain.startswith("["):
+            raise ValueError("an address literal cannot be local")
     except ValueError:
         raise AccountsError(f"{address!r} is not a valid email address.") from None
-    return f"{parsed.local.lower()}@{normalize_domain(parsed.domain)}"
+    return f"{local}@{domain}"
 
 
 def _split(address: str) -> tuple[str, str]:
@@ -259,12 +279,10 @@ class Accounts:
         :raises RelayDenied: the domain is not local.
         :raises NoSuchUser: the domain is local but nothing matches.
         """
-        parsed = Address.parse(address)
+        local, domain = parse_address(address)
         data = self._refresh()
-        domain = parsed.domain.rstrip(".")
         if domain not in data.domains:
             raise RelayDenied(f"{domain} is not a local domain")
-        local = parsed.local.lower()
         candidates = [f"{local}@{domain}"]
         base, plus, _tag = local.partition("+")
         if plus and base:
