@@ -1,0 +1,329 @@
+"""
+The composition root: the one place that turns a `Config` into running parts.
+
+Everything is built here and handed what it needs (store, accounts, portal,
+TLS settings, reactor); nothing else reads the configuration or imports the
+global reactor.  Each protocol is wired by one small function below
+(`_smtp_factory`, `_imap_factory`, `_http_factory`) that returns the
+protocol factory for a listener role, or None while that protocol is not
+built yet, in which case the listener is logged as not yet available and not
+started.
+
+Implicit TLS (``submissions``, ``imaps``, ``https``): a plain endpoint such
+as ``tcp:465`` is wrapped in `TLSMemoryBIOFactory` with the configured (or
+self-signed) certificate, so every listener shares one certificate setting
+and endpoint types other than TCP (``unix:``, ``systemd:``) work too.  An
+``ssl:`` endpoint already does its own TLS with the files named in the
+string, and is used as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from twistedmail.accounts import Accounts
+from twistedmail.auth import make_portal
+from twistedmail.config import IMPLICIT_TLS_LISTENERS, Config, ConfigError
+from twistedmail.interfaces import IMailStore, MailError
+from twistedmail.store.makers import store_makers
+from twistedmail.tls import server_tls_options
+
+__all__ = ["MailService", "ServiceContext", "make_service", "make_store"]
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What the composition root hands each protocol: everything, built once."""
+
+    config: Config
+    reactor: Any
+    data_dir: str
+    """Absolute, existing; later chdirs (twistd ``--rundir``) cannot move it."""
+    store: IMailStore
+    accounts: Accounts
+    portal: Portal
+    tls: CertificateOptions
+    """The server certificate for STARTTLS and implicit-TLS listeners."""
+
+
+# --- The protocols ------------------------------------------------------------------
+#
+# One function per protocol: (context, listener role) -> factory, or None while
+# the protocol does not exist yet.  A factory that also provides IService is
+# added to the service tree, so that it can close its sessions politely
+# (SMTP 421, IMAP BYE) when the daemon stops.
+
+
+def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
+    """``smtp`` (MX, no AUTH), ``submission`` (STARTTLS + AUTH) and ``submissions``."""
+    return None
+
+
+def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
+    """``imap`` (STARTTLS) and ``imaps`` (implicit TLS)."""
+    return None
+
+
+def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
+    """``http`` and ``https``: the JSON API and the web page."""
+    return None
+
+
+_FactoryMaker = Callable[[ServiceContext, str], IProtocolFactory | None]
+
+PROTOCOLS: Mapping[str, tuple[str, _FactoryMaker]] = MappingProxyType(
+    {
+        "smtp": ("SMTP", _smtp_factory),
+        "submission": ("SMTP", _smtp_factory),
+        "submissions": ("SMTP", _smtp_factory),
+        "imap": ("IMAP", _imap_factory),
+        "imaps": ("IMAP", _imap_factory),
+        "http": ("HTTP", _http_factory),
+        "https": ("HTTP", _http_factory),
+    }
+)
+"""Listener role (a key of ``[listeners]``) -> (protocol name, factory maker)."""
+
+
+# --- Services ------------------------------------------------------------------------
+
+
+class ListenerService(Service):
+    """
+    One listening endpoint.
+
+    Like `StreamServerEndpointService`, but it keeps the listening port so it
+    can log the real address (port 0 becomes a number), and a listen that
+    fails at once (address in use, permission denied) raises from
+    `privilegedStartService`, so ``twistd`` exits before the reactor runs
+    instead of serving with a listener missing.
+    """
+
+    def __init__(
+        self, role: str, description: str, endpoint: IStreamServerEndpoint, factory: Any
+    ) -> None:
+        self.role = role
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.implicit_tls = isinstance(factory, TLSMemoryBIOFactory)
+        self.port: IListeningPort | None = None
+        self._listening: Deferred[IListeningPort] | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self._listening is None:
+            self._listen()
+
+    def _listen(self) -> None:
+        listening = self.endpoint.listen(self.factory)
+        self._listening = listening
+        outcome: list[IListeningPort | Failure] = []
+        listening.addBoth(outcome.append)
+        if outcome and isinstance(outcome[0], Failure):
+            raise ListenError(
+                f"cannot listen for {self.role} on {self.description}: "
+                f"{outcome[0].getErrorMessage()}"
+            )
+        if outcome:
+            self._started(outcome[0])  # type: ignore[arg-type]
+        else:  # an endpoint that listens later (a plugin's)
+            listening.addCallbacks(self._started, self._failed)
+
+    def _started(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        tls = " with implicit TLS" if self.implicit_tls else ""
+        host, number = getattr(address, "host", None), getattr(address, "port", None)
+        if number is not None:
+            # The e2e tests read the port from this line: keep "listening on HOST port N".
+            log.info(
+                "{role} listening on {host} port {port}{tls}",
+                role=self.role,
+                host=host,
+                port=number,
+                tls=tls,
+            )
+        else:
+            log.info("{role} listening on {address}{tls}", role=self.role, address=address, tls=tls)
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure(
+            "{role} cannot listen on {endpoint}",
+            failure,
+            role=self.role,
+            endpoint=self.description,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        listening, self._listening = self._listening, None
+        port, self.port = self.port, None
+        if port is not None:
+            return Deferred.fromCoroutine(_stop_port(self.role, port))
+        if listening is not None:
+            listening.cancel()
+        return Deferred.fromCoroutine(_nothing())
+
+
+async def _stop_port(role: str, port: IListeningPort) -> None:
+    await maybeDeferred(port.stopListening)
+    log.info("{role} stopped listening", role=role)
+
+
+async def _nothing() -> None:
+    return None
+
+
+class ListenError(Exception):
+    """A listener could not start; the text says which and why."""
+
+
+class MailService(MultiService):
+    """
+    The daemon: every listener and worker, then the store and accounts.
+
+    Children stop first (listeners close, sessions end), and only then are
+    the store and the accounts file closed, so that nothing writes into a
+    closed store during shutdown.
+    """
+
+    def __init__(self, context: ServiceContext) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.context = context
+
+    def startService(self) -> None:
+        config = self.context.config
+        log.info(
+            "twistedmail starting as {hostname}: data in {data_dir}, {storage} storage",
+            hostname=config.server.hostname,
+            data_dir=self.context.data_dir,
+            storage=config.server.storage,
+        )
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()  # type: ignore[no-untyped-call]
+        try:
+            await maybeDeferred(self.context.store.close)
+        except Exception:
+            log.failure("Closing the mail store failed")
+        self.context.accounts.close()
+        log.info("twistedmail stopped")
+
+
+# --- Building ------------------------------------------------------------------------
+
+
+def make_store(config: Config, data_dir: str, reactor: Any) -> IMailStore:
+    """The store ``[server] storage`` names, from the installed store plugins."""
+    makers = store_makers()
+    name = config.server.storage
+    maker = makers.get(name)
+    if maker is None:
+        raise ConfigError(
+            f"[server] storage: unknown store {name!r} (installed: {', '.join(sorted(makers))})"
+        )
+    try:
+        store: IMailStore = maker.make_store(data_dir, reactor)
+    except (OSError, MailError) as e:
+        raise ConfigError(f"cannot open the {name} store in {data_dir}: {e}") from None
+    return store
+
+
+def _make_data_dir(config: Config) -> str:
+    data_dir = os.path.abspath(config.server.data_dir)
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"[server] data_dir: cannot create {data_dir}: {e.strerror or e}"
+        ) from None
+    if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"[server] data_dir: {data_dir} is not writable")
+    return data_dir
+
+
+def _listener(ctx: ServiceContext, role: str, description: str) -> IService | None:
+    protocol, make_factory = PROTOCOLS[role]
+    factory = make_factory(ctx, role)
+    if factory is None:
+        log.warn(
+            "{role} listener {endpoint} not started: {protocol} is not yet available",
+            role=role,
+            endpoint=description,
+            protocol=protocol,
+        )
+        return None
+    endpoint = serverFromString(ctx.reactor, description)  # type: ignore[no-untyped-call]
+    served: Any = factory
+    if role in IMPLICIT_TLS_LISTENERS and not isinstance(endpoint, SSL4ServerEndpoint):
+        served = TLSMemoryBIOFactory(ctx.tls, False, factory)
+    listener = ListenerService(role, description, endpoint, served)
+    if IService.providedBy(factory):
+        # The protocol's own service, stopped after its listener.
+        holder = MultiService()  # type: ignore[no-untyped-call]
+        factory.setServiceParent(holder)  # type: ignore[attr-defined,no-untyped-call]
+        listener.setServiceParent(holder)  # type: ignore[no-untyped-call]
+        return holder
+    return listener
+
+
+def make_service(config: Config, reactor: Any) -> MailService:
+    """
+    Build the whole daemon from ``config``; nothing listens until it starts.
+
+    :raises ConfigError: something the configuration names cannot be used
+        (unknown storage, unwritable data directory, bad certificate, an
+        unreadable accounts file); nothing has been started.
+    """
+    data_dir = _make_data_dir(config)
+    tls = server_tls_options(
+        data_dir, config.tls.certificate, config.tls.private_key, config.server.hostname
+    )
+    try:
+        accounts = Accounts.in_data_dir(data_dir)
+    except MailError as e:
+        raise ConfigError(str(e)) from None
+    store = make_store(config, data_dir, reactor)
+    ctx = ServiceContext(
+        config=config,
+        reactor=reactor,
+        data_dir=data_dir,
+        store=store,
+        accounts=accounts,
+        portal=make_portal(accounts, store, reactor),
+        tls=tls,
+    )
+    root = MailService(ctx)
+    for role in PROTOCOLS:
+        description = getattr(config.listeners, role)
+        if description is None:
+            continue
+        child = _listener(ctx, role, description)
+        if child is not None:
+            child.setServiceParent(root)  # type: ignore[no-untyped-call]
+    return root
