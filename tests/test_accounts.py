@@ -355,6 +355,13 @@ def test_corrupt_file(accounts: Accounts, tmp_path: Path) -> None:
     assert accounts.users() == [ALICE, BOB]
     with pytest.raises(AccountsError, match="Cannot read"):
         make(tmp_path)
+    # Nor is it overwritten by a change: it may hold every user.
+    with pytest.raises(AccountsError, match="Cannot read"):
+        accounts.add_domain("other.test")
+    assert path.read_text() == "{ not json"
+    # Once fixed, the new contents are picked up.
+    path.write_text(json.dumps({"version": 1, "domains": ["fixed.test"]}))
+    assert accounts.domains() == ["fixed.test"]
 
 
 def test_failed_change_leaves_the_file_alone(accounts: Accounts, tmp_path: Path) -> None:

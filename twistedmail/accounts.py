@@ -168,6 +168,10 @@ class _Draft:
 _StatKey = tuple[int, int, int, int]
 
 
+# The "version" of a file that cannot even be stat'ed.
+_UNREADABLE: _StatKey = (-1, -1, -1, -1)
+
+
 def _stat_key(st: os.stat_result) -> _StatKey:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -199,6 +203,7 @@ class Accounts:
         self._mutex = threading.Lock()
         self._data = _Data()
         self._key: _StatKey | None = None
+        self._bad_key: _StatKey | None = None
         self._fd_holder: list[int] = []
         self._finalizer = weakref.finalize(self, _close_fd, self._fd_holder)
         try:
@@ -228,22 +233,27 @@ class Accounts:
         out; at start-up (``strict``) it is an error.
         """
         with self._mutex:
+            key: _StatKey | None = _UNREADABLE
             try:
-                key: _StatKey | None = _stat_key(os.stat(self.path))
-            except FileNotFoundError:
-                key = None
-            if key == self._key:
-                return self._data
-            try:
+                try:
+                    key = _stat_key(os.stat(self.path))
+                except FileNotFoundError:
+                    key = None
+                if key == self._key or (key == self._bad_key and key is not None):
+                    return self._data
                 self._load()
+                self._bad_key = None
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 if strict:
-                    raise ValueError(str(e)) from None
-                log.error(
-                    "Keeping the old accounts; cannot reload {path}: {error}",
-                    path=self.path,
-                    error=str(e),
-                )
+                    raise ValueError(reason) from None
+                if key != self._bad_key:  # once per bad version, not per query
+                    log.error(
+                        "Keeping the old accounts; cannot reload {path}: {error}",
+                        path=self.path,
+                        error=reason,
+                    )
+                self._bad_key = key
             return self._data
 
     def _load(self) -> None:
@@ -365,7 +375,13 @@ class Accounts:
         os.makedirs(directory, exist_ok=True)
         with self._locked():
             with self._mutex:
-                self._load()
+                try:
+                    self._load()
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    # Never overwrite a file we cannot read: it may hold every user.
+                    raise AccountsError(
+                        f"Cannot read {self.path}: {e}; fix or restore it."
+                    ) from None
                 draft = _Draft(self._data)
             edit(draft)
             data = draft.freeze()
