@@ -17,6 +17,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
+from twisted.internet.task import Clock
 from zope.interface import Interface
 from zope.interface.verify import verifyObject
 
@@ -533,3 +534,14 @@ async def test_realm_only_provides_mail_accounts() -> None:
         await realm.requestAvatar(ALICE, None, IOther)
     interface, account, _logout = await realm.requestAvatar(ALICE.encode(), None, IMailAccount)
     assert interface is IMailAccount and account.user == ALICE  # type: ignore[attr-defined]
+
+
+def test_checker_without_threads_answers_inline(counting: CountingAccounts) -> None:
+    # Protocol tests drive sessions with task.Clock: no thread pool, no waiting.
+    checker = AccountsChecker(counting, Clock())
+    results: list[object] = []
+    good = UsernamePassword(b"alice@example.test", "pässword".encode())
+    checker.requestAvatarId(good).addCallback(results.append)
+    bad = UsernamePassword(b"alice@example.test", b"x")
+    checker.requestAvatarId(bad).addErrback(lambda f: results.append(f.type))
+    assert results == [ALICE, UnauthorizedLogin]

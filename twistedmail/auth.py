@@ -22,7 +22,8 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
@@ -114,6 +115,9 @@ class AccountsChecker:
     cache holds, per user, the stored hash it was verified against and an
     HMAC of the password under a key that lives only in this process, so a
     password change, or a changed file, forces scrypt again.
+
+    ``reactor`` should provide ``IReactorThreads``; one that does not (a
+    ``task.Clock`` in tests) gets its checks done inline, blocking.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -152,7 +156,11 @@ class AccountsChecker:
         d = self._in_thread(self._accounts.verify_password, user, password)
         return d.addCallback(self._verified, user, stored, password)
 
-    def _in_thread(self, f: Any, *args: Any) -> Deferred[bool]:
+    def _in_thread(self, f: Callable[..., bool], *args: object) -> Deferred[bool]:
+        if not IReactorThreads.providedBy(self._reactor):
+            # task.Clock or MemoryReactor in protocol tests: answer inline, so
+            # those tests stay synchronous.  A real reactor always has threads.
+            return maybeDeferred(f, *args)
         pool = self._reactor.getThreadPool()
         result: Deferred[bool] = deferToThreadPool(self._reactor, pool, f, *args)
         return result
