@@ -43,7 +43,7 @@ class Wire:
     def server(self, data: bytes) -> bytes:
         """Feed server bytes; return what the client wrote in response."""
         self.proto.dataReceived(data)
-        out = self.transport.value()
+        out: bytes = self.transport.value()
         self.transport.clear()
         return out
 

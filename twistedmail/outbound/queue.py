@@ -1,0 +1,459 @@
+"""
+The durable outbound queue: what we promised to deliver when we said 250.
+
+Layout under the queue directory::
+
+    messages/<id>         the message bytes, written once, never changed
+    envelopes/<id>.json   sender, DSN parameters and per-recipient state
+    tmp/                  files being written (removed at startup)
+    control/<id>.<op>     requests from the admin command (see `QueueControl`)
+    runner.lock           flock'd by the daemon that delivers from this queue
+
+Every file is written to ``tmp/``, fsync'd, renamed into place and its
+directory fsync'd.  The message goes first and the envelope second, so an
+envelope always has its message; a message without an envelope was never
+acknowledged and is removed at startup.  Updates replace the whole envelope
+by rename, so after ``kill -9`` either the old or the new state is on disk:
+a recipient delivered just before the crash may be delivered once more, but
+nothing is lost (RFC 5321 §6.1).  Completion removes the envelope first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twistedmail.interfaces import IOutbox, TemporaryFailure
+from twistedmail.model import Envelope, Recipient
+
+log = Logger()
+
+_T = TypeVar("_T")
+
+MESSAGES = "messages"
+ENVELOPES = "envelopes"
+TMP = "tmp"
+CONTROL = "control"
+LOCK = "runner.lock"
+FORMAT_VERSION = 1
+
+
+class RecipientStatus(enum.Enum):
+    """Where one recipient stands; ``PENDING`` covers never tried and deferred (4xx)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    """
+    One recipient's history.  ``reply`` is the last SMTP reply or our own
+    diagnostic (``450 4.2.0 mailbox busy``); ``remote`` the host that gave it.
+    """
+
+    recipient: Recipient
+    status: RecipientStatus = RecipientStatus.PENDING
+    attempts: int = 0
+    reply: str | None = None
+    status_code: str | None = None
+    remote: str | None = None
+    updated_at: float | None = None
+
+    @property
+    def address(self) -> str:
+        return self.recipient.address
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One queued message: its envelope (without recipients) and their states."""
+
+    id: str
+    sender: str
+    recipients: tuple[RecipientState, ...]
+    queued_at: float
+    next_attempt: float
+    size: int
+    attempts: int = 0
+    delay_warned: bool = False
+    ret: str | None = None
+    envid: str | None = None
+    body: str | None = None
+    smtputf8: bool = False
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def pending(self) -> tuple[RecipientState, ...]:
+        return tuple(r for r in self.recipients if r.status is RecipientStatus.PENDING)
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def envelope(self, recipients: tuple[Recipient, ...] | None = None) -> Envelope:
+        """The SMTP envelope, for all recipients or the given ones."""
+        return Envelope(
+            sender=self.sender,
+            recipients=recipients
+            if recipients is not None
+            else tuple(r.recipient for r in self.recipients),
+            ret=self.ret,
+            envid=self.envid,
+            body=self.body,
+            smtputf8=self.smtputf8,
+            size=self.size,
+            extra=self.extra,
+        )
+
+    def with_recipient(self, state: RecipientState) -> QueueEntry:
+        """This entry with the state of ``state.address`` replaced."""
+        states = tuple(state if r.address == state.address else r for r in self.recipients)
+        return replace(self, recipients=states)
+
+    # JSON, the on-disk form (readable, never pickle)
+
+    def to_json(self) -> bytes:
+        data = {
+            "version": FORMAT_VERSION,
+            "id": self.id,
+            "sender": self.sender,
+            "queued_at": self.queued_at,
+            "next_attempt": self.next_attempt,
+            "size": self.size,
+            "attempts": self.attempts,
+            "delay_warned": self.delay_warned,
+            "ret": self.ret,
+            "envid": self.envid,
+            "body": self.body,
+            "smtputf8": self.smtputf8,
+            "extra": [list(pair) for pair in self.extra],
+            "recipients": [
+                {
+                    "address": r.recipient.address,
+                    "notify": list(r.recipient.notify),
+                    "orcpt": r.recipient.orcpt,
+                    "status": r.status.value,
+                    "attempts": r.attempts,
+                    "reply": r.reply,
+                    "status_code": r.status_code,
+                    "remote": r.remote,
+                    "updated_at": r.updated_at,
+                }
+                for r in self.recipients
+            ],
+        }
+        return json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> QueueEntry:
+        """:raises ValueError: not an envelope this version understands."""
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            raise ValueError("unknown envelope format")
+        recipients = tuple(
+            RecipientState(
+                recipient=Recipient(r["address"], tuple(r.get("notify", ())), r.get("orcpt")),
+                status=RecipientStatus(r["status"]),
+                attempts=int(r.get("attempts", 0)),
+                reply=r.get("reply"),
+                status_code=r.get("status_code"),
+                remote=r.get("remote"),
+                updated_at=r.get("updated_at"),
+            )
+            for r in data["recipients"]
+        )
+        return cls(
+            id=str(data["id"]),
+            sender=str(data["sender"]),
+            recipients=recipients,
+            queued_at=float(data["queued_at"]),
+            next_attempt=float(data["next_attempt"]),
+            size=int(data["size"]),
+            attempts=int(data.get("attempts", 0)),
+            delay_warned=bool(data.get("delay_warned", False)),
+            ret=data.get("ret"),
+            envid=data.get("envid"),
+            body=data.get("body"),
+            smtputf8=bool(data.get("smtputf8", False)),
+            extra=tuple((str(k), str(v)) for k, v in data.get("extra", ())),
+        )
+
+
+def _valid_id(queue_id: str) -> bool:
+    return bool(queue_id) and queue_id.isalnum() and queue_id.isascii()
+
+
+class QueueFiles:
+    """
+    Blocking file operations on one queue directory.  The daemon runs them
+    in threads (through `OutboundQueue`); the admin command calls them
+    directly.
+    """
+
+    def __init__(self, queue_dir: str) -> None:
+        self.root = queue_dir
+        for sub in (MESSAGES, ENVELOPES, TMP, CONTROL):
+            os.makedirs(os.path.join(queue_dir, sub), exist_ok=True)
+
+    def message_path(self, queue_id: str) -> str:
+        return os.path.join(self.root, MESSAGES, queue_id)
+
+    def envelope_path(self, queue_id: str) -> str:
+        return os.path.join(self.root, ENVELOPES, queue_id + ".json")
+
+    def _write(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path)
+        tmp = os.path.join(self.root, TMP, f"{os.path.basename(path)}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._sync_dir(directory)
+
+    @staticmethod
+    def _sync_dir(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def store(self, entry: QueueEntry, message: bytes) -> None:
+        """Message first, then the envelope: an envelope always has its message."""
+        self._write(self.message_path(entry.id), message)
+        self._write(self.envelope_path(entry.id), entry.to_json())
+
+    def write_entry(self, entry: QueueEntry) -> bool:
+        """Replace the envelope; False (nothing written) if the entry was deleted meanwhile."""
+        if not os.path.exists(self.message_path(entry.id)):
+            return False
+        self._write(self.envelope_path(entry.id), entry.to_json())
+        return True
+
+    def remove(self, queue_id: str) -> None:
+        """Envelope first, so a crash leaves only an unacknowledged-looking orphan."""
+        for path in (self.envelope_path(queue_id), self.message_path(queue_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self._sync_dir(os.path.dirname(path))
+
+    def read_message(self, queue_id: str) -> bytes:
+        with open(self.message_path(queue_id), "rb") as f:
+            return f.read()
+
+    def read_entry(self, queue_id: str) -> QueueEntry | None:
+        try:
+            with open(self.envelope_path(queue_id), "rb") as f:
+                return QueueEntry.from_json(f.read())
+        except FileNotFoundError:
+            return None
+
+    def ids(self) -> list[str]:
+        names = os.listdir(os.path.join(self.root, ENVELOPES))
+        return sorted(n[: -len(".json")] for n in names if n.endswith(".json"))
+
+    def entries(self) -> Iterator[QueueEntry]:
+        """Every readable entry, oldest id first; damaged ones are logged and skipped."""
+        for queue_id in self.ids():
+            try:
+                entry = self.read_entry(queue_id)
+            except (ValueError, KeyError, TypeError, OSError) as err:
+                log.error("Skipping damaged queue envelope {id}: {error}", id=queue_id, error=err)
+                continue
+            if entry is not None:
+                yield entry
+
+    def clean(self, keep: frozenset[str] = frozenset()) -> int:
+        """
+        Remove leftovers of interrupted writes: temporary files, and messages
+        whose envelope never made it (never acknowledged).  ``keep`` are ids
+        being enqueued right now.  Returns how many files went.
+        """
+        removed = 0
+        tmp_dir = os.path.join(self.root, TMP)
+        for name in os.listdir(tmp_dir):
+            if name.split(".", 1)[0] not in keep:
+                os.unlink(os.path.join(tmp_dir, name))
+                removed += 1
+        with_envelope = set(self.ids())
+        for name in os.listdir(os.path.join(self.root, MESSAGES)):
+            if name not in with_envelope and name not in keep:
+                os.unlink(self.message_path(name))
+                removed += 1
+        return removed
+
+    # Locking: one daemon delivers from a queue; the admin command asks whether one does.
+
+    def try_lock(self) -> int | None:
+        """Take the runner lock; the fd (keep it open) or None if another process holds it."""
+        fd = os.open(os.path.join(self.root, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                return None
+            raise
+        return fd
+
+    # Admin requests, applied by the daemon that holds the lock.
+
+    def request(self, queue_id: str, operation: str) -> None:
+        self._write(os.path.join(self.root, CONTROL, f"{queue_id}.{operation}"), b"")
+
+    def requests(self) -> list[tuple[str, str]]:
+        out = []
+        for name in sorted(os.listdir(os.path.join(self.root, CONTROL))):
+            queue_id, _, operation = name.partition(".")
+            out.append((queue_id, operation))
+        return out
+
+    def request_done(self, queue_id: str, operation: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.root, CONTROL, f"{queue_id}.{operation}"))
+
+
+@implementer(IOutbox)
+class OutboundQueue:
+    """
+    The daemon's side of the queue: `IOutbox` for the SMTP server and the
+    storage the runner reads and updates.  Disk work runs in the reactor's
+    thread pool when it has one (a `task.Clock` in tests has none: then it
+    runs inline); writes to one entry keep their order.
+    """
+
+    def __init__(self, queue_dir: str, reactor: IReactorTime) -> None:
+        self.files = QueueFiles(queue_dir)
+        self.reactor = reactor
+        self._listeners: list[Callable[[QueueEntry], None]] = []
+        self._tails: dict[str, Deferred[Any]] = {}
+        self._enqueuing: set[str] = set()
+
+    def _in_thread(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        if IReactorThreads.providedBy(self.reactor):
+            pool = self.reactor.getThreadPool()  # type: ignore[attr-defined]
+            return threads.deferToThreadPool(self.reactor, pool, fn, *args)  # type: ignore[arg-type]
+        return defer.maybeDeferred(fn, *args)
+
+    def _serial(self, queue_id: str, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Run after every earlier operation on ``queue_id`` has finished."""
+        previous = self._tails.get(queue_id)
+        if previous is None:
+            result = self._in_thread(fn, *args)
+        else:
+            result = Deferred()
+
+            def run(_: object) -> None:
+                self._in_thread(fn, *args).chainDeferred(result)
+
+            previous.addBoth(run)
+        tail: Deferred[Any] = Deferred()
+        self._tails[queue_id] = tail
+
+        def settle(value: object) -> object:
+            if self._tails.get(queue_id) is tail:
+                del self._tails[queue_id]
+            tail.callback(None)
+            return value
+
+        result.addBoth(settle)
+        return result
+
+    def listen(self, listener: Callable[[QueueEntry], None]) -> None:
+        """Call ``listener`` with each new entry once it is durable (the runner)."""
+        self._listeners.append(listener)
+
+    def new_id(self) -> str:
+        return f"{int(self.reactor.seconds() * 1000):011x}{secrets.token_hex(5)}"
+
+    def enqueue(self, envelope: Envelope, message: bytes) -> Deferred[str]:
+        if not envelope.recipients:
+            return defer.fail(TemporaryFailure("no recipients to queue"))
+        now = self.reactor.seconds()
+        entry = QueueEntry(
+            id=self.new_id(),
+            sender=envelope.sender,
+            recipients=tuple(RecipientState(r) for r in envelope.recipients),
+            queued_at=now,
+            next_attempt=now,
+            size=len(message),
+            ret=envelope.ret,
+            envid=envelope.envid,
+            body=envelope.body,
+            smtputf8=envelope.smtputf8,
+            extra=envelope.extra,
+        )
+        self._enqueuing.add(entry.id)
+
+        def stored(_: None) -> str:
+            self._enqueuing.discard(entry.id)
+            log.info(
+                "Queued {id} from <{sender}> for {count} recipient(s), {size} bytes",
+                id=entry.id,
+                sender=entry.sender,
+                count=len(entry.recipients),
+                size=entry.size,
+            )
+            for listener in list(self._listeners):
+                try:
+                    listener(entry)
+                except Exception:
+                    log.failure("Queue listener failed")
+            return entry.id
+
+        def failed(failure: Any) -> Any:
+            self._enqueuing.discard(entry.id)
+            log.failure("Could not queue a message", failure)
+            raise TemporaryFailure("could not write to the queue")
+
+        return self._serial(entry.id, self.files.store, entry, message).addCallbacks(stored, failed)
+
+    def update(self, entry: QueueEntry) -> Deferred[bool]:
+        """Durably record new state; False if the entry was deleted meanwhile."""
+        return self._serial(entry.id, self.files.write_entry, entry)
+
+    def remove(self, queue_id: str) -> Deferred[None]:
+        return self._serial(queue_id, self.files.remove, queue_id)
+
+    def read_message(self, queue_id: str) -> Deferred[bytes]:
+        return self._in_thread(self.files.read_message, queue_id)
+
+    def load(self) -> Deferred[list[QueueEntry]]:
+        """Every entry on disk, after removing leftovers of a crash."""
+
+        def scan() -> list[QueueEntry]:
+            removed = self.files.clean(frozenset(self._enqueuing))
+            if removed:
+                log.info("Removed {count} leftover queue file(s)", count=removed)
+            return list(self.files.entries())
+
+        return self._in_thread(scan)
