@@ -8,8 +8,9 @@ daemon reads, which notices the change on its next lookup.
 
 Command groups are registered explicitly: `COMMAND_GROUPS` names, for each
 group, a module and a function ``register(subparsers)`` that adds its
-sub-commands.  Each sub-command sets ``handler`` (a function taking a
-`Context` and returning an exit code) with ``set_defaults``.  Handlers
+sub-commands, usually with `add_group` and `add_command`: each sub-command
+has a ``handler``, a function taking a `Context` and returning an exit
+code.  Handlers
 report bad input by raising `CommandError`, `AccountsError` or `ConfigError`:
 `main` turns any of them into one line on stderr and exit code 1.
 """
@@ -106,9 +107,10 @@ class Context:
 Handler = Callable[[Context], int]
 
 
-def _command(
+def add_command(
     subparsers: Any, name: str, handler: Handler, help_text: str
 ) -> argparse.ArgumentParser:
+    """Add one sub-command that runs ``handler``; add its arguments to the result."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name, help=help_text, description=help_text
     )
@@ -116,7 +118,8 @@ def _command(
     return parser
 
 
-def _group(subparsers: Any, name: str, help_text: str) -> Any:
+def add_group(subparsers: Any, name: str, help_text: str) -> Any:
+    """Add a command group (``user``, ``queue``...); returns its own subparsers."""
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     return parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
@@ -134,14 +137,14 @@ def _password_option(parser: argparse.ArgumentParser) -> None:
 
 def register_user_commands(subparsers: Any) -> None:
     """``user add|list|remove|passwd``."""
-    group = _group(subparsers, "user", "manage users (mailbox owners who can log in)")
-    add = _command(group, "add", _user_add, "add a user; its domain becomes local")
+    group = add_group(subparsers, "user", "manage users (mailbox owners who can log in)")
+    add = add_command(group, "add", _user_add, "add a user; its domain becomes local")
     add.add_argument("email", metavar="EMAIL")
     _password_option(add)
-    _command(group, "list", _user_list, "list users")
-    remove = _command(group, "remove", _user_remove, "remove a user (their mail stays on disk)")
+    add_command(group, "list", _user_list, "list users")
+    remove = add_command(group, "remove", _user_remove, "remove a user (their mail stays on disk)")
     remove.add_argument("email", metavar="EMAIL")
-    passwd = _command(group, "passwd", _user_passwd, "change a user's password")
+    passwd = add_command(group, "passwd", _user_passwd, "change a user's password")
     passwd.add_argument("email", metavar="EMAIL")
     _password_option(passwd)
 
@@ -182,14 +185,14 @@ def _user_passwd(ctx: Context) -> int:
 
 def register_alias_commands(subparsers: Any) -> None:
     """``alias add|list|remove|catch-all``."""
-    group = _group(subparsers, "alias", "manage aliases and catch-alls")
-    add = _command(group, "add", _alias_add, "send mail for ALIAS to local TARGETs")
+    group = add_group(subparsers, "alias", "manage aliases and catch-alls")
+    add = add_command(group, "add", _alias_add, "send mail for ALIAS to local TARGETs")
     add.add_argument("alias", metavar="ALIAS")
     add.add_argument("targets", metavar="TARGET", nargs="+")
-    _command(group, "list", _alias_list, "list aliases and catch-alls")
-    remove = _command(group, "remove", _alias_remove, "remove an alias")
+    add_command(group, "list", _alias_list, "list aliases and catch-alls")
+    remove = add_command(group, "remove", _alias_remove, "remove an alias")
     remove.add_argument("alias", metavar="ALIAS")
-    catch_all = _command(
+    catch_all = add_command(
         group, "catch-all", _alias_catch_all, "send mail for unknown addresses of DOMAIN to TARGET"
     )
     catch_all.add_argument("domain", metavar="DOMAIN")
@@ -231,11 +234,11 @@ def _alias_catch_all(ctx: Context) -> int:
 
 def register_domain_commands(subparsers: Any) -> None:
     """``domain add|list|remove``."""
-    group = _group(subparsers, "domain", "manage the domains mail is accepted for")
-    add = _command(group, "add", _domain_add, "accept mail for DOMAIN")
+    group = add_group(subparsers, "domain", "manage the domains mail is accepted for")
+    add = add_command(group, "add", _domain_add, "accept mail for DOMAIN")
     add.add_argument("domain", metavar="DOMAIN")
-    _command(group, "list", _domain_list, "list local domains")
-    remove = _command(group, "remove", _domain_remove, "stop accepting mail for DOMAIN")
+    add_command(group, "list", _domain_list, "list local domains")
+    remove = add_command(group, "remove", _domain_remove, "stop accepting mail for DOMAIN")
     remove.add_argument("domain", metavar="DOMAIN")
 
 
