@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
@@ -33,6 +33,7 @@ from twistedmail.interfaces import (
     MailboxNotAllowed,
     NoSuchMailbox,
     NoSuchMessage,
+    QuotaExceeded,
 )
 from twistedmail.model import (
     DEFAULT_MAILBOXES,
@@ -104,6 +105,20 @@ def _combine(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> froz
     if mode is FlagMode.ADD:
         return old | flags
     return old - flags
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """
+    Size limits a memory store enforces, so protocol tests can provoke
+    `QuotaExceeded` (SMTP ``552``, IMAP ``NO [OVERQUOTA]``) with a real store.
+
+    ``max_message_size`` bounds one message; ``quota`` bounds the bytes of
+    all of an account's messages together.  ``None`` means no limit.
+    """
+
+    max_message_size: int | None = None
+    quota: int | None = None
 
 
 class _UidValidities:
@@ -183,10 +198,17 @@ class _Mailbox:
 class MemoryAccount:
     """One user's mailboxes, in memory.  See `IMailAccount` for each method."""
 
-    def __init__(self, user: str, uidvalidities: _UidValidities, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        user: str,
+        uidvalidities: _UidValidities,
+        now: Callable[[], float],
+        limits: Limits = Limits(),
+    ) -> None:
         self._user = user
         self._uidvalidities = uidvalidities
         self._now = now
+        self._limits = limits
         self._listeners = Listeners(user)
         self._mailboxes: dict[str, _Mailbox] = {}
         self._subscriptions: set[str] = set()
@@ -216,6 +238,18 @@ class MemoryAccount:
         self._mailboxes[name] = _Mailbox(name, special_use, self._uidvalidities.next())
         events.append(MailboxCreated(name))
         return events
+
+    def _check_room(self, sizes: Iterable[int]) -> None:
+        """Refuse, before any change, what would break the store's `Limits`."""
+        sizes = list(sizes)
+        largest = self._limits.max_message_size
+        if largest is not None and any(size > largest for size in sizes):
+            raise QuotaExceeded(f"message larger than {largest} bytes")
+        quota = self._limits.quota
+        if quota is not None:
+            used = sum(mailbox.size for mailbox in self._mailboxes.values())
+            if used + sum(sizes) > quota:
+                raise QuotaExceeded(f"account {self._user} would exceed {quota} bytes")
 
     def _emit(self, events: Iterable[ChangeEvent]) -> None:
         for event in events:
@@ -351,6 +385,7 @@ class MemoryAccount:
         mailbox = self._get(name)
         if not isinstance(message, bytes):
             raise TypeError("message must be bytes")
+        self._check_room([len(message)])
         if internal_date is None:
             when = datetime.fromtimestamp(self._now(), UTC).replace(microsecond=0)
         else:
@@ -385,6 +420,8 @@ class MemoryAccount:
         if move and src is dst:
             raise MailboxNotAllowed("MOVE onto the same mailbox")
         present = sorted({uid for uid in uids if uid in src.messages})
+        if not move:
+            self._check_room(src.messages[uid][0].size for uid in present)
         mapping: list[tuple[int, int]] = []
         added: list[MessageInfo] = []
         for uid in present:
@@ -462,11 +499,12 @@ class MemoryStore:
 
     ``clock`` (any `IReactorTime`, e.g. a `task.Clock` in tests) gives
     default internal dates and seeds UIDVALIDITY; without one the wall clock
-    is used.
+    is used.  ``limits`` applies to every account.
     """
 
-    def __init__(self, clock: IReactorTime | None = None) -> None:
+    def __init__(self, clock: IReactorTime | None = None, limits: Limits = Limits()) -> None:
         self._now: Callable[[], float] = clock.seconds if clock is not None else time.time
+        self._limits = limits
         self._uidvalidities = _UidValidities(self._now)
         self._accounts: dict[str, MemoryAccount] = {}
 
@@ -477,7 +515,8 @@ class MemoryStore:
         key = validate_user_key(user)
         found = self._accounts.get(key)
         if found is None:
-            found = self._accounts[key] = MemoryAccount(key, self._uidvalidities, self._now)
+            found = MemoryAccount(key, self._uidvalidities, self._now, self._limits)
+            self._accounts[key] = found
         return found
 
     def remove_account(self, user: str) -> Deferred[None]:
