@@ -226,6 +226,10 @@ def _setting(default: object, check: _Check, doc: str) -> Any:
     return field(default=default, metadata={"check": check, "doc": doc})
 
 
+def _this_host() -> str:
+    return socket.getfqdn()
+
+
 # --- Sections -----------------------------------------------------------------------
 
 
@@ -236,7 +240,7 @@ class ServerConfig:
     hostname: str = field(
         # At load time, not import time: the machine's name may change, and
         # importing must not do a DNS lookup (twisted.mail's DNSNAME mistake).
-        default_factory=socket.getfqdn,
+        default_factory=_this_host,
         metadata={
             "check": _hostname,
             "doc": "Our name in SMTP greetings, Received: lines and bounces "

@@ -281,7 +281,7 @@ def _listener(ctx: ServiceContext, role: str, description: str) -> IService | No
     endpoint = serverFromString(ctx.reactor, description)  # type: ignore[no-untyped-call]
     served: Any = factory
     if role in IMPLICIT_TLS_LISTENERS and not isinstance(endpoint, SSL4ServerEndpoint):
-        served = TLSMemoryBIOFactory(ctx.tls, False, factory)
+        served = TLSMemoryBIOFactory(ctx.tls, False, factory, clock=ctx.reactor)
     listener = ListenerService(role, description, endpoint, served)
     if IService.providedBy(factory):
         # The protocol's own service, stopped after its listener.
