@@ -456,3 +456,14 @@ async def test_escaping_and_malformed_names_are_refused_everywhere(account, even
     assert (await account.status("ok")).messages == 1
     assert bad not in await account.subscriptions()
     assert events == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_invalid_name_is_reported_before_a_missing_one(account):
+    """Decision: InvalidMailboxName wins over NoSuchMailbox when both apply."""
+    with pytest.raises(InvalidMailboxName):
+        await account.rename_mailbox("Missing", "../x")
+    with pytest.raises(InvalidMailboxName):
+        await account.copy("Missing", [1], "a//b")
+    with pytest.raises(InvalidMailboxName):
+        await account.move("Missing", [1], "x\x00")

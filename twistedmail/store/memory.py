@@ -290,8 +290,8 @@ class MemoryAccount:
         return _deferred(self._rename_mailbox, old, new)
 
     def _rename_mailbox(self, old: str, new: str) -> None:
+        new = validate_mailbox_name(new)  # a bad name is reported before a missing one
         source = self._get(old)
-        new = validate_mailbox_name(new)
         if new in self._mailboxes:
             raise MailboxExists(new)
         if source.name == INBOX:
@@ -415,6 +415,7 @@ class MemoryAccount:
         return _deferred(self._copy, source, uids, destination, True)
 
     def _copy(self, source: str, uids: Sequence[int], destination: str, move: bool) -> CopyResult:
+        validate_mailbox_name(destination)  # a bad name is reported before a missing one
         src = self._get(source)
         dst = self._get(destination)
         if move and src is dst:
