@@ -1,0 +1,462 @@
+"""
+A parsed message: what IMAP FETCH/SEARCH and the HTTP API need to know.
+
+`ParsedMessage.parse` builds the MIME tree as offsets into the original
+bytes (`twistedmail._mime`), so every IMAP section is an exact slice, header
+case and duplicate fields survive, and raw 8-bit headers are served as they
+came.  Decoded views (RFC 2047 headers, transfer-decoded and charset-decoded
+text, RFC 2231 filenames) are computed on demand with the stdlib ``email``
+helpers and never feed back into what IMAP serves.
+
+Cost: parsing is linear in the message size (a few ``bytes.find`` passes
+per nesting level over the body; only header blocks are walked line by
+line); nothing big is copied until a section or attachment is asked for.
+A 20 MB message still takes tens of milliseconds, so callers parse big
+messages in a thread (``deferToThread``) and keep the result in a
+`ParsedCache` they own.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import contextlib
+import email.utils
+import re
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from twistedmail._mime import Part, parse_entity, parse_params
+from twistedmail.imap import structure
+from twistedmail.imap.fetch import Section
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """
+    One attachment as the HTTP API lists it.
+
+    ``index`` counts from 0 in document order; ``filename`` is decoded (RFC
+    2231 and RFC 2047), None when the part has none; ``content_type`` is the
+    lower-cased ``type/subtype``; ``size`` is the decoded size (exact for
+    base64, the encoded size otherwise); ``part`` is the IMAP part number.
+    """
+
+    index: int
+    filename: str | None
+    content_type: str
+    size: int
+    part: tuple[int, ...]
+
+
+class ParsedMessage:
+    """The MIME structure of one message plus decoded views of it."""
+
+    __slots__ = ("_attachments", "raw", "root")
+
+    def __init__(self, raw: bytes, root: Part) -> None:
+        self.raw = raw
+        self.root = root
+        self._attachments: list[tuple[Attachment, Part]] | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ParsedMessage:
+        """Parse ``raw``; never fails, however malformed the message."""
+        return cls(raw, parse_entity(raw, 0, len(raw)))
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    # --- IMAP -------------------------------------------------------------------
+
+    def envelope(self) -> bytes:
+        """The IMAP ENVELOPE (RFC 3501 §7.4.2)."""
+        return structure.envelope(self.root)
+
+    def bodystructure(self, extensible: bool) -> bytes:
+        """BODYSTRUCTURE when ``extensible``, else BODY (RFC 3501 §7.4.2)."""
+        return structure.bodystructure(self.root, extensible)
+
+    def section(self, section: Section) -> bytes:
+        """
+        The octets of ``BODY[section]`` (RFC 3501 §6.4.5).
+
+        A part that does not exist, or HEADER/TEXT of a part that is not a
+        message/rfc822, gives empty bytes, as Dovecot does.
+        """
+        found = self._resolve(section.part)
+        if found is None:
+            return b""
+        part, is_message = found
+        text = section.text
+        if text is None:
+            if not section.part:
+                return self.raw
+            return part.body_bytes
+        if text == "MIME":
+            return part.header_bytes if section.part else b""
+        if not is_message:
+            if part.embedded is None:
+                return b""
+            part = part.embedded
+        if text == "HEADER":
+            return part.header_bytes
+        if text == "TEXT":
+            return part.body_bytes
+        names = frozenset(name.lower() for name in section.fields)
+        if text == "HEADER.FIELDS":
+            return part.field_lines(names, keep=True)
+        if text == "HEADER.FIELDS.NOT":
+            return part.field_lines(names, keep=False)
+        raise ValueError(f"unknown section text {text!r}")
+
+    def _resolve(self, path: tuple[int, ...]) -> tuple[Part, bool] | None:
+        """
+        The part a part number names, and whether it is still a message.
+
+        RFC 3501 §6.4.5: a non-multipart message has only part 1, its body;
+        the parts of a message/rfc822 part are those of the message inside.
+        """
+        part, is_message = self.root, True
+        steps = list(path)
+        while steps:
+            k = steps[0]
+            if part.children is not None:
+                if not 1 <= k <= len(part.children):
+                    return None
+                part, is_message = part.children[k - 1], False
+            elif is_message:
+                if k != 1:
+                    return None
+                is_message = False
+            elif part.embedded is not None:
+                part, is_message = part.embedded, True
+                continue  # apply the same number inside the message
+            else:
+                return None
+            steps.pop(0)
+        return part, is_message
+
+    # --- Decoded views (SEARCH, HTTP) --------------------------------------------
+
+    def header(self, name: str) -> list[str]:
+        """Every top-level ``name`` field, unfolded and RFC 2047-decoded."""
+        return [decode_header_value(v) for v in self.root.values(name)]
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Every top-level field as (lower-cased name, decoded value)."""
+        raw = self.raw
+        return [(f.name, decode_header_value(raw[f.value_start : f.end])) for f in self.root.fields]
+
+    def addresses(self, name: str) -> list[tuple[str, str]]:
+        """``(display name, address)`` of every mailbox in the first ``name`` field."""
+        value = self.root.value(name)
+        if value is None:
+            return []
+        out: list[tuple[str, str]] = []
+        for display, _adl, local, host in structure.parse_address_list(value):
+            if host is None:
+                continue  # group markers
+            addr = _text(local or b"") + ("@" + _text(host) if host else "")
+            out.append((decode_words(_text(display)) if display else "", addr))
+        return out
+
+    def date(self) -> datetime | None:
+        """The Date field as an aware datetime, None when absent or unparsable."""
+        value = self.root.value("date")
+        if not value:
+            return None
+        try:
+            when = email.utils.parsedate_to_datetime(_text(value))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+    def body_text(self) -> str:
+        """All text/* leaves, decoded, joined by newlines (SEARCH BODY, previews)."""
+        return "\n".join(
+            decoded_text(p)
+            for p in self.root.walk()
+            if p.children is None and p.embedded is None
+            if p.content_type.mime_type.startswith("text/")
+        )
+
+    def text_and_html(self) -> tuple[str | None, str | None]:
+        """The first inline text/plain and text/html bodies, decoded."""
+        text: str | None = None
+        html: str | None = None
+        for part in _leaves(self.root):
+            if _is_attachment(part):
+                continue
+            kind = part.content_type.mime_type
+            if kind == "text/plain" and text is None:
+                text = decoded_text(part)
+            elif kind == "text/html" and html is None:
+                html = decoded_text(part)
+        return text, html
+
+    def attachments(self) -> list[Attachment]:
+        """The attachments, in document order (see `Attachment`)."""
+        return [a for a, _ in self._attachment_parts()]
+
+    @property
+    def has_attachments(self) -> bool:
+        return bool(self._attachment_parts())
+
+    def attachment_bytes(self, index: int) -> bytes:
+        """
+        The decoded content of attachment ``index``.
+
+        :raises IndexError: there is no such attachment.
+        """
+        parts = self._attachment_parts()
+        if not 0 <= index < len(parts):
+            raise IndexError(index)
+        return transfer_decoded(parts[index][1])
+
+    def _attachment_parts(self) -> list[tuple[Attachment, Part]]:
+        if self._attachments is None:
+            found = [p for p in _leaves(self.root) if _is_attachment(p)]
+            self._attachments = [
+                (
+                    Attachment(
+                        n, filename(p), p.content_type.mime_type, _decoded_size(p), p.path or (1,)
+                    ),
+                    p,
+                )
+                for n, p in enumerate(found)
+            ]
+        return self._attachments
+
+
+def _leaves(root: Part) -> list[Part]:
+    """Leaves in document order, an embedded message counting as one leaf."""
+    out: list[Part] = []
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        if part.children is not None:
+            stack.extend(reversed(part.children))
+        else:
+            out.append(part)
+    return out
+
+
+def _disposition(part: Part) -> tuple[str, list[tuple[bytes, bytes]]]:
+    value = part.value("content-disposition")
+    if not value:
+        return "", []
+    kind, _, rest = value.partition(b";")
+    return kind.strip(b" \t").decode("ascii", "replace").lower(), parse_params(rest)
+
+
+def _is_attachment(part: Part) -> bool:
+    """
+    Whether a leaf is an attachment rather than the message text.
+
+    ``attachment`` dispositions are; text/plain and text/html are body
+    unless they carry a filename without an explicit ``inline``; any other
+    type (images, documents, forwarded messages) is an attachment.
+    """
+    kind, params = _disposition(part)
+    if kind == "attachment":
+        return True
+    mime = part.content_type.mime_type
+    if mime in ("text/plain", "text/html"):
+        named = any(k.lower() == b"filename" for k, _ in params) or part.content_type.param("name")
+        return bool(named) and kind != "inline"
+    return True
+
+
+def filename(part: Part) -> str | None:
+    """The part's file name: RFC 2231 parameters, then RFC 2047 words."""
+    message = BytesHeaderParser(policy=compat32).parsebytes(part.header_bytes)
+    try:
+        name = message.get_filename()
+    except (LookupError, ValueError, TypeError):  # hostile RFC 2231 charsets
+        return None
+    if name is None:
+        return None
+    # 8-bit bytes come back as surrogate escapes; RFC 2231 gives real text.
+    with contextlib.suppress(UnicodeEncodeError):
+        name = _text(name.encode("ascii", "surrogateescape"))
+    return decode_words(name)
+
+
+def _decoded_size(part: Part) -> int:
+    cte = (part.value("content-transfer-encoding") or b"").strip().lower()
+    if cte != b"base64":
+        return part.body_size
+    raw, s, e = part.raw, part.body_start, part.end
+    blanks = sum(raw.count(c, s, e) for c in (b"\r", b"\n", b" ", b"\t"))
+    chars = part.body_size - blanks
+    pad = raw.count(b"=", max(s, e - 4), e)
+    return max(0, chars * 3 // 4 - pad)
+
+
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def transfer_decoded(part: Part) -> bytes:
+    """The body with its Content-Transfer-Encoding undone (RFC 2045 §6)."""
+    cte = (part.value("content-transfer-encoding") or b"").strip().lower()
+    body = part.body_bytes
+    if cte == b"base64":
+        try:
+            return binascii.a2b_base64(body)
+        except binascii.Error:
+            clean = _B64_JUNK.sub(b"", body)
+            clean = clean[: len(clean) - (len(clean) % 4 == 1)]
+            return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+    if cte == b"quoted-printable":
+        return binascii.a2b_qp(body)
+    return body
+
+
+def decoded_text(part: Part) -> str:
+    """A text part's body as text: transfer decoding, then its charset."""
+    return _text(transfer_decoded(part), part.content_type.param("charset"))
+
+
+def _text(data: bytes, charset: bytes | None = None) -> str:
+    """
+    Bytes to text: the declared charset if known, else UTF-8, else cp1252.
+
+    Undeclared 8-bit headers in the wild are mostly UTF-8 (RFC 6532) or
+    Windows-1252; nothing here ever raises.
+    """
+    if charset:
+        try:
+            codec = codecs.lookup(charset.decode("ascii", "replace").strip())
+        except LookupError:
+            codec = None
+        if codec is not None and codec.name not in ("ascii", "us-ascii"):
+            return data.decode(codec.name, "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def decode_header_value(raw: bytes) -> str:
+    """A raw header value unfolded, stripped and RFC 2047-decoded."""
+    value = raw.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b"")
+    return decode_words(_text(value.strip(b" \t")))
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+
+
+def decode_words(text: str) -> str:
+    """
+    Decode RFC 2047 encoded words in ``text``.
+
+    Blanks between adjacent encoded words are dropped (§6.2) and adjacent
+    words in one charset are joined before decoding, so a multi-byte
+    character split across words survives.  Undecodable words stay as they
+    are.
+    """
+    if "=?" not in text:
+        return text
+    out: list[str] = []
+    pending = bytearray()
+    pending_charset = ""
+    pos = 0
+    after_word = False
+
+    def flush() -> None:
+        nonlocal pending_charset
+        if pending:
+            out.append(_text(bytes(pending), pending_charset.encode("ascii", "replace")))
+            pending.clear()
+        pending_charset = ""
+
+    for match in _ENCODED_WORD.finditer(text):
+        gap = text[pos : match.start()]
+        charset = match.group(1).split("*")[0]
+        data = _decode_word(match.group(2), match.group(3))
+        if data is None:
+            continue  # left in the text, copied with the next gap
+        if not (after_word and gap.strip(" \t") == ""):
+            flush()
+            out.append(gap)
+        if pending and charset.lower() != pending_charset.lower():
+            flush()
+        pending_charset = charset
+        pending.extend(data)
+        pos = match.end()
+        after_word = True
+    flush()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _decode_word(encoding: str, payload: str) -> bytes | None:
+    try:
+        data = payload.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    try:
+        if encoding in "qQ":
+            return binascii.a2b_qp(data, header=True)
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    except binascii.Error:
+        return None
+
+
+class ParsedCache:
+    """
+    Recently parsed messages, least recently used dropped first.
+
+    Bounded by the total size of the raw messages held (each entry keeps
+    its raw bytes alive).  Keys are the caller's, e.g. ``(user, mailbox,
+    uidvalidity, uid)``: a UID is never reused within a UIDVALIDITY, so an
+    entry never goes stale.  One instance per server, no global state.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.total_bytes = 0
+        self._entries: OrderedDict[Hashable, ParsedMessage] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> ParsedMessage | None:
+        parsed = self._entries.get(key)
+        if parsed is not None:
+            self._entries.move_to_end(key)
+        return parsed
+
+    def put(self, key: Hashable, parsed: ParsedMessage) -> None:
+        """Keep ``parsed``; a message bigger than the whole cache is not kept."""
+        self.discard(key)
+        if parsed.size > self.max_bytes:
+            return
+        self._entries[key] = parsed
+        self.total_bytes += parsed.size
+        while self.total_bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.total_bytes -= old.size
+
+    def get_or_parse(self, key: Hashable, raw: bytes) -> ParsedMessage:
+        """The cached parse of ``key``, parsing ``raw`` (synchronously) if missing."""
+        parsed = self.get(key)
+        if parsed is None:
+            parsed = ParsedMessage.parse(raw)
+            self.put(key, parsed)
+        return parsed
+
+    def discard(self, key: Hashable) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.total_bytes -= old.size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.total_bytes = 0
