@@ -81,6 +81,8 @@ def test_resolve_user_folds_case(accounts: Accounts) -> None:
 def test_canonical_user_and_user_exists(accounts: Accounts) -> None:
     assert accounts.canonical_user("Alice@Example.TEST") == ALICE
     assert accounts.canonical_user("nobody@example.test") is None
+    assert accounts.canonical_user("alice") is None
+    assert accounts.canonical_user("") is None
     assert accounts.user_exists("ALICE@example.test")
     assert not accounts.user_exists("nobody@example.test")
 
@@ -225,6 +227,25 @@ def test_unicode_addresses(tmp_path: Path) -> None:
     acc.add_user("Jörg@Bücher.test", "pw")
     assert acc.users() == ["jörg@bücher.test"]
     assert acc.resolve("JÖRG@bücher.test") == ("jörg@bücher.test",)
+    # A client without SMTPUTF8 spells the domain as an A-label (RFC 5890).
+    assert acc.resolve("jörg@XN--BCHER-KVA.test") == ("jörg@bücher.test",)
+    assert acc.is_local_domain("bücher.test")
+    assert acc.is_local_domain("xn--bcher-kva.test")
+    assert not acc.is_local_domain("[127.0.0.1]")
+    assert acc.canonical_user("Jörg@xn--bcher-kva.test") == "jörg@bücher.test"
+    with pytest.raises(AccountsError, match="already local"):
+        acc.add_domain("xn--bcher-kva.test")
+    with pytest.raises(AccountsError, match="not a valid domain"):
+        acc.add_domain("xn--.test")
+
+
+def test_needlessly_quoted_local_part_is_the_same_mailbox(accounts: Accounts) -> None:
+    assert accounts.resolve('"alice"@example.test') == (ALICE,)
+    assert accounts.resolve('"Al\\ice"@example.test') == (ALICE,)
+    with pytest.raises(NoSuchUser):
+        accounts.resolve('"alice smith"@example.test')
+    accounts.add_user('"Alice Smith"@example.test', "pw")
+    assert accounts.resolve('"ALICE SMITH"@example.test') == ('"alice smith"@example.test',)
 
 
 # --- changes ---------------------------------------------------------------------

@@ -64,6 +64,9 @@ _FORMAT_VERSION = 1
 # and ignored (visited set) when resolving, this only bounds a silly chain.
 _MAX_ALIAS_DEPTH = 20
 
+# RFC 5322 §3.2.3 dot-atom, with RFC 6531 §3.3's UTF-8 characters.
+_DOT_ATOM = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*\Z")
+
 # RFC 1035 §2.3.1 labels, allowing Unicode letters for IDNs (RFC 6531).
 _LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\Z")
 
@@ -72,12 +75,40 @@ _LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\Z")
 
 
 def normalize_domain(domain: str) -> str:
-    """Lower-case and check a domain name; raise `AccountsError` if it is not one."""
+    """
+    Lower-case and check a domain name; raise `AccountsError` if it is not one.
+
+    A-labels (``xn--...``) become U-labels, so a client without SMTPUTF8,
+    which must spell an internationalised domain in ASCII (RFC 6531 §3.2,
+    RFC 5890), reaches the same domain as one that sends UTF-8.
+    """
     text = domain.strip().rstrip(".").lower()
-    labels = text.split(".")
+    try:
+        labels = [_u_label(label) for label in text.split(".")]
+    except UnicodeError:
+        raise AccountsError(f"{domain!r} is not a valid domain name.") from None
+    text = ".".join(labels)
     if not text or len(text.encode()) > 253 or not all(_LABEL.match(lb) for lb in labels):
         raise AccountsError(f"{domain!r} is not a valid domain name.")
     return text
+
+
+def _u_label(label: str) -> str:
+    if label.startswith("xn--"):
+        return label.encode("ascii").decode("idna").lower()
+    return label
+
+
+def _unquote(local: str) -> str:
+    """
+    ``"alice"`` -> ``alice``: RFC 5321 §4.1.2 makes a quoted local part that
+    needs no quoting the same mailbox as the unquoted one.
+    """
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        inner = re.sub(r"\\(.)", r"\1", local[1:-1])
+        if _DOT_ATOM.match(inner):
+            return inner
+    return local
 
 
 def parse_address(address: str) -> tuple[str, str]:
@@ -89,7 +120,7 @@ def parse_address(address: str) -> tuple[str, str]:
     :raises ValueError: the address is malformed.
     """
     parsed = Address.parse(address)
-    local = parsed.local
+    local = _unquote(parsed.local)
     # RFC 5321 §4.1.2: "@" is not atext, so only a quoted local part has one.
     if "@" in local and not (local.startswith('"') and local.endswith('"')):
         raise ValueError(f"bad local part in address: {address!r}")
@@ -277,7 +308,10 @@ class Accounts:
     # --- queries -------------------------------------------------------------
 
     def is_local_domain(self, domain: str) -> bool:
-        return domain.strip().rstrip(".").lower() in self._refresh().domains
+        try:
+            return normalize_domain(domain) in self._refresh().domains
+        except AccountsError:
+            return False  # an address literal, or not a domain at all
 
     def resolve(self, address: str) -> tuple[str, ...]:
         """
@@ -312,8 +346,15 @@ class Accounts:
 
     def canonical_user(self, login: str) -> str | None:
         """The canonical user name for a login name in any case, or None."""
+        users = self._refresh().users
         key = login.strip().lower()
-        return key if key in self._refresh().users else None
+        if key in users:
+            return key
+        try:  # the slower path: A-label domains, needless quotes
+            key = normalize_address(login)
+        except AccountsError:
+            return None
+        return key if key in users else None
 
     def password_hash(self, user: str) -> str | None:
         """The stored hash of a canonical user (lets the checker notice changes)."""
