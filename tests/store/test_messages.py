@@ -476,3 +476,34 @@ async def test_move_onto_itself_is_refused(account, events):
         await account.move("INBOX", [uid], "inbox")
     assert await account.status("INBOX") == status
     assert events == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_counters_agree_with_the_messages_after_a_mixed_workload(account):
+    """The incremental counters (unseen, size, HIGHESTMODSEQ) never drift from the truth."""
+    await account.create_mailbox("Mix")
+    for n in range(12):
+        await account.append(
+            "INBOX" if n % 2 else "Mix", message(n) * (n + 1), [SEEN] * (n % 3 == 0)
+        )
+    inbox = [m.uid for m in await account.messages("INBOX")]
+    await account.set_flags("INBOX", inbox[::2], [SEEN, DELETED], FlagMode.ADD)
+    await account.set_flags("INBOX", inbox[1::2], [SEEN], FlagMode.REMOVE)
+    await account.copy("INBOX", inbox, "Mix")
+    await account.expunge("INBOX", inbox[:2])
+    await account.move("INBOX", inbox[3:], "Mix")
+    await account.set_flags(
+        "Mix", [m.uid for m in await account.messages("Mix")], [], FlagMode.REPLACE
+    )
+    for name in ["INBOX", "Mix"]:
+        listed = await account.messages(name)
+        status = await account.status(name)
+        assert status.messages == len(listed)
+        assert status.unseen == sum(SEEN not in m.flags for m in listed)
+        assert status.size == sum(m.size for m in listed)
+        for m in listed:
+            assert m.size == len(await account.fetch(name, m.uid))
+        if listed:
+            assert status.uidnext > listed[-1].uid
+            assert status.highestmodseq >= max(m.modseq for m in listed)
+        assert [m.uid for m in listed] == sorted({m.uid for m in listed})
