@@ -263,7 +263,7 @@ class Address:
         if any(ord(c) < 33 or ord(c) == 127 for c in domain) or ".." in domain:
             raise ValueError(f"bad domain in address: {text!r}")
         if not (local.startswith('"') and local.endswith('"') and len(local) >= 2):
-            if any(ord(c) < 33 or ord(c) == 127 or c in '()<>[]\\,;:"' for c in local):
+            if any(ord(c) < 33 or ord(c) == 127 or c in '()<>[]\\,;:"@' for c in local):
                 raise ValueError(f"bad local part in address: {text!r}")
             if local.startswith(".") or local.endswith(".") or ".." in local:
                 raise ValueError(f"bad local part in address: {text!r}")
