@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -148,9 +149,7 @@ def test_enqueue_in_threads_with_the_real_reactor(tmp_path):
     from twisted.internet import reactor
 
     queue = OutboundQueue(str(tmp_path), reactor)
-    ids = yield __import__("twisted.internet.defer", fromlist=["x"]).gatherResults(
-        [queue.enqueue(ENVELOPE, b"m%d\r\n" % i) for i in range(20)]
-    )
+    ids = yield defer.gatherResults([queue.enqueue(ENVELOPE, b"m%d\r\n" % i) for i in range(20)])
     assert sorted(ids) == queue.files.ids()
     assert {queue.files.read_message(i) for i in ids} == {b"m%d\r\n" % i for i in range(20)}
 
