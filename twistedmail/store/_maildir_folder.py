@@ -1,0 +1,363 @@
+"""
+One Maildir folder as the store sees it: its files, index and cache.
+
+The disk is the truth, and other programs (mutt, Dovecot, a second
+twistedmail process) may change it at any time, so every operation starts
+with `Folder.sync`.  Listing ``cur/`` of a 100,000-message folder costs tens
+of milliseconds, so ``new/`` and ``cur/`` are listed again only when their
+mtime (or inode) changed since we last looked; our own renames update the
+remembered mtime as long as nobody else touched the directory first.  A
+directory whose mtime is less than a second older than our listing is
+listed again next time, because another change within the same timestamp
+tick would not move the mtime (Dovecot makes the same call).
+
+Differences found by a sync become events: files nobody indexed get new
+UIDs (`MessagesAdded`), renamed flag letters get a new MODSEQ
+(`FlagsChanged`), vanished files are expunged (`MessagesExpunged`).
+Everything here is synchronous and runs on the reactor thread; changes to
+the index happen under the folder's `FileLock`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from twistedmail.interfaces import NoSuchMailbox
+from twistedmail.model import (
+    SEEN,
+    ChangeEvent,
+    FlagsChanged,
+    MailboxStatus,
+    MessageInfo,
+    MessagesAdded,
+    MessagesExpunged,
+)
+from twistedmail.store._maildir_index import LOCK_FILE, FileLock, IndexLost, UidIndex
+from twistedmail.store._maildir_keywords import Keywords, cur_name, split_name
+
+_DIRS = ("new", "cur")
+#: Listing again while the directory mtime is this close to the listing time.
+_DIRTY_WINDOW_NS = 1_000_000_000
+#: The maildir spec: tmp/ files untouched for 36 hours are leftovers.
+_TMP_MAX_AGE = 36 * 3600
+
+Stamp = tuple[int, int]
+
+
+@dataclass(slots=True)
+class Entry:
+    base: str
+    subdir: str
+    filename: str
+    letters: str
+    info: MessageInfo
+
+
+def _letters(subdir: str, filename: str) -> str:
+    """Flag letters of a file, normalised (sorted, unique, no blanks)."""
+    return "".join(sorted({c for c in split_name(filename)[1] if not c.isspace()}))
+
+
+class Folder:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        new_uidvalidity: Callable[[], int],
+        listdir: Callable[[str], list[str]],
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.index = UidIndex(path)
+        self.keywords = Keywords(path)
+        self.lock = FileLock(os.path.join(path, LOCK_FILE))
+        self._new_uidvalidity = new_uidvalidity
+        self._listdir = listdir
+        self._entries: dict[int, Entry] = {}
+        self._loaded = False
+        self._stamps: dict[str, Stamp | None] = {"new": None, "cur": None}
+        self._dirty: set[str] = set()
+        self._sorted: list[MessageInfo] | None = None
+        self._status: tuple[int, int] | None = None
+
+    def close(self) -> None:
+        self.lock.close()
+
+    # --- reading the cache -----------------------------------------------------------
+
+    @property
+    def uidvalidity(self) -> int:
+        return self.index.uidvalidity
+
+    def entry(self, uid: int) -> Entry | None:
+        return self._entries.get(uid)
+
+    def file_path(self, entry: Entry) -> str:
+        return os.path.join(self.path, entry.subdir, entry.filename)
+
+    def messages(self) -> list[MessageInfo]:
+        """The cached UID-sorted list; rebuilt only after a change."""
+        if self._sorted is None:
+            self._sorted = [self._entries[uid].info for uid in sorted(self._entries)]
+        return self._sorted
+
+    def status(self) -> MailboxStatus:
+        if self._status is None:
+            infos = self._entries.values()
+            unseen = sum(1 for e in infos if SEEN not in e.info.flags)
+            self._status = (unseen, sum(e.info.size for e in infos))
+        return MailboxStatus(
+            uidvalidity=self.index.uidvalidity,
+            uidnext=self.index.uidnext,
+            highestmodseq=self.index.highestmodseq,
+            messages=len(self._entries),
+            unseen=self._status[0],
+            size=self._status[1],
+        )
+
+    def _changed(self) -> None:
+        self._sorted = None
+        self._status = None
+
+    # --- syncing with the disk ---------------------------------------------------------
+
+    def _stat_dir(self, subdir: str) -> Stamp:
+        try:
+            st = os.stat(os.path.join(self.path, subdir))
+        except FileNotFoundError:
+            raise NoSuchMailbox(self.name) from None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def invalidate(self) -> None:
+        """Forget what we know of the directories: the next sync lists both."""
+        self._dirty.update(_DIRS)
+
+    def sync(self) -> list[ChangeEvent]:
+        """Bring the cache and index in line with the disk; return the events."""
+        stamps = {d: self._stat_dir(d) for d in _DIRS}
+        stale = {d for d in _DIRS if stamps[d] != self._stamps[d] or d in self._dirty}
+        if self._loaded and not stale and self.index.unchanged():
+            return []
+        with self.lock.held():
+            self._refresh_index()
+            if not self._loaded:
+                self._clean_tmp()
+                stale = set(_DIRS)
+            self.keywords.refresh()
+            listed = time.time_ns()
+            files = self._listing(stale)
+            events = self._reconcile(files)
+            self.index.flush()
+        for d in stale:
+            self._stamps[d] = stamps[d]
+            if listed - stamps[d][0] < _DIRTY_WINDOW_NS:
+                self._dirty.add(d)
+            else:
+                self._dirty.discard(d)
+        self._loaded = True
+        return events
+
+    def _refresh_index(self) -> None:
+        try:
+            self.index.refresh()
+        except IndexLost:
+            # Contract: a lost UID index means a new, larger UIDVALIDITY.
+            self.index.create(self._new_uidvalidity())
+            self._entries = {}
+            self._loaded = False
+            self._changed()
+
+    def _listing(self, stale: set[str]) -> dict[str, tuple[str, str]]:
+        """base -> (subdir, filename): fresh for ``stale`` dirs, cached for the rest."""
+        files: dict[str, tuple[str, str]] = {}
+        for entry in self._entries.values():
+            if entry.subdir not in stale:
+                files[entry.base] = (entry.subdir, entry.filename)
+        # new/ before cur/: a file moved new -> cur meanwhile is still seen.
+        for subdir in _DIRS:
+            if subdir in stale:
+                for filename in self._listdir(os.path.join(self.path, subdir)):
+                    if not filename.startswith("."):
+                        files[split_name(filename)[0]] = (subdir, filename)
+        return files
+
+    def _reconcile(self, files: dict[str, tuple[str, str]]) -> list[ChangeEvent]:
+        if any(r.base not in files for r in self.index.by_uid.values()):
+            # A file renamed while we listed may be missed: look once more
+            # before calling anything expunged.
+            files = self._listing(set(_DIRS))
+        initial = not self._loaded
+        old = self._entries
+        new: dict[int, Entry] = {}
+        changed: list[MessageInfo] = []
+        adopt: list[str] = []
+        for base, (subdir, filename) in files.items():
+            record = self.index.by_base.get(base)
+            if record is None:
+                adopt.append(base)
+                continue
+            letters = _letters(subdir, filename)
+            if record.letters != letters:
+                record = self.index.change(record.uid, letters)
+            prev = old.get(record.uid)
+            if prev is not None and prev.base == base:
+                if prev.filename == filename and prev.info.modseq == record.modseq:
+                    new[record.uid] = prev
+                    continue
+                info = replace(
+                    prev.info, flags=self.keywords.flags_of(letters), modseq=record.modseq
+                )
+                if info != prev.info:
+                    changed.append(info)
+            else:
+                made = self._make_info(subdir, filename, record.uid, record.modseq)
+                if made is None:
+                    continue
+                info = made
+            new[record.uid] = Entry(base, subdir, filename, letters, info)
+        added = [new[uid].info for uid in sorted(set(new) - set(old))] if not initial else []
+        for base in sorted(adopt):
+            subdir, filename = files[base]
+            letters = _letters(subdir, filename)
+            made = self._make_info(subdir, filename, 0, 0)
+            if made is None:
+                continue
+            record = self.index.add(base, letters)
+            info = replace(made, uid=record.uid, modseq=record.modseq)
+            new[record.uid] = Entry(base, subdir, filename, letters, info)
+            added.append(info)
+        gone = [r.uid for r in self.index.by_uid.values() if r.base not in files]
+        if gone:
+            self.index.remove(sorted(gone))
+        expunged = sorted((set(old) - set(new)) | set(gone))
+        self._entries = new
+        events: list[ChangeEvent] = []
+        if changed or added or expunged:
+            self._changed()
+        if changed:
+            events.append(FlagsChanged(self.name, self.uidvalidity, tuple(changed)))
+        if added:
+            events.append(MessagesAdded(self.name, self.uidvalidity, tuple(added)))
+        if expunged:
+            events.append(
+                MessagesExpunged(
+                    self.name, self.uidvalidity, tuple(expunged), self.index.highestmodseq
+                )
+            )
+        return events
+
+    def _make_info(self, subdir: str, filename: str, uid: int, modseq: int) -> MessageInfo | None:
+        try:
+            st = os.stat(os.path.join(self.path, subdir, filename))
+        except FileNotFoundError:
+            return None
+        flags = self.keywords.flags_of(_letters(subdir, filename))
+        when = datetime.fromtimestamp(int(st.st_mtime), UTC)
+        return MessageInfo(uid, flags, when, st.st_size, modseq)
+
+    def _clean_tmp(self) -> None:
+        tmp = os.path.join(self.path, "tmp")
+        cutoff = time.time() - _TMP_MAX_AGE
+        try:
+            names = os.listdir(tmp)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(tmp, name)
+            try:
+                st = os.stat(path)
+                if st.st_mtime < cutoff and st.st_atime < cutoff:
+                    os.unlink(path)
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass
+
+    # --- our own changes ------------------------------------------------------------------
+
+    @contextmanager
+    def own_change(self, subdirs: Iterable[str]) -> Iterator[None]:
+        """
+        Around our own renames/unlinks: if nobody else touched the directory
+        before us, its new mtime is ours and needs no listing.
+        """
+        before = {d: self._stat_dir(d) for d in set(subdirs)}
+        try:
+            yield
+        finally:
+            for d, stamp in before.items():
+                if stamp == self._stamps[d] and d not in self._dirty:
+                    self._stamps[d] = self._stat_dir(d)
+
+    def commit_added(
+        self, placed: Sequence[tuple[str, str, str, str, datetime, int]]
+    ) -> tuple[list[MessageInfo], list[ChangeEvent]]:
+        """
+        Give UIDs to files we placed: (base, subdir, filename, letters, date, size).
+
+        A file another process (or one of our syncs) already adopted keeps
+        the UID it got there.
+        """
+        infos: list[MessageInfo] = []
+        fresh: list[MessageInfo] = []
+        with self.lock.held():
+            self._refresh_index()
+            self.keywords.refresh()
+            for base, subdir, filename, letters, when, size in placed:
+                record = self.index.by_base.get(base) or self.index.add(base, letters)
+                entry = self._entries.get(record.uid)
+                if entry is None or entry.base != base:
+                    flags = self.keywords.flags_of(letters)
+                    info = MessageInfo(record.uid, flags, when, size, record.modseq)
+                    entry = Entry(base, subdir, filename, letters, info)
+                    self._entries[record.uid] = entry
+                    fresh.append(info)
+                infos.append(entry.info)
+            self.index.flush()
+        events: list[ChangeEvent] = []
+        if fresh:
+            self._changed()
+            events.append(MessagesAdded(self.name, self.uidvalidity, tuple(fresh)))
+        return infos, events
+
+    def rename_flags(self, entry: Entry, flags: frozenset[str]) -> MessageInfo | None:
+        """
+        Give one message new flags: rename its file into ``cur/``, take a
+        new MODSEQ.  None if the flags that can be stored did not change.
+        Call under the lock and inside `own_change`, then `index.flush`.
+        """
+        letters = self.keywords.letters_of(flags, entry.letters)
+        if letters == entry.letters:
+            return None
+        filename = cur_name(entry.base, letters)
+        try:
+            os.rename(self.file_path(entry), os.path.join(self.path, "cur", filename))
+        except FileNotFoundError:
+            self.invalidate()  # someone else moved it: the next sync will tell
+            return None
+        record = self.index.change(entry.info.uid, letters)
+        info = replace(entry.info, flags=self.keywords.flags_of(letters), modseq=record.modseq)
+        entry.subdir, entry.filename, entry.letters, entry.info = "cur", filename, letters, info
+        self._changed()
+        return info
+
+    def forget(self, uids: Sequence[int]) -> MessagesExpunged | None:
+        """
+        Drop messages whose files we removed or moved away, with one MODSEQ.
+        Call under the lock, then `index.flush`.
+        """
+        present = [uid for uid in uids if uid in self._entries]
+        if not present:
+            return None
+        for uid in present:
+            del self._entries[uid]
+        known = [uid for uid in present if uid in self.index.by_uid]
+        if known:
+            self.index.remove(known)
+        self._changed()
+        return MessagesExpunged(
+            self.name, self.uidvalidity, tuple(sorted(present)), self.index.highestmodseq
+        )

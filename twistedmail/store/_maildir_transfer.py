@@ -1,0 +1,170 @@
+"""
+Putting message files into Maildir folders: append/deliver, copy and move.
+
+Each path keeps the contract's order: the data is on disk (file fsync'd in
+the thread pool) before its name appears in ``new/`` or ``cur/``, the
+directory is fsync'd, and the index and listeners hear of it last.  Copies
+are hard links (a message file never changes once written, Dovecot does the
+same), so copying a 20 MB message costs no I/O; moves are renames.  Both
+keep the file's mtime, which is its internal date.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import ExitStack, suppress
+from datetime import datetime
+from typing import Any, TypeVar
+
+from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
+from twistedmail.model import Appended, ChangeEvent, CopyResult, MessageInfo
+from twistedmail.store import _maildir_files as files
+from twistedmail.store._maildir_files import UniqueNames
+from twistedmail.store._maildir_folder import Folder
+from twistedmail.store._maildir_keywords import cur_name
+
+_T = TypeVar("_T")
+
+Placed = tuple[str, str, str, str, datetime, int]
+
+
+class Transfer:
+    """The writing half of one account; runs its blocking parts via ``thread``."""
+
+    def __init__(
+        self,
+        names: UniqueNames,
+        thread: Callable[..., Awaitable[Any]],
+        emit: Callable[[Iterable[ChangeEvent]], None],
+        now: Callable[[], float],
+    ) -> None:
+        self._names = names
+        self._thread = thread
+        self._emit = emit
+        self._now = now
+
+    async def store(
+        self,
+        folder: Folder,
+        data: bytes,
+        flags: frozenset[str],
+        when: datetime,
+        *,
+        deliver: bool,
+    ) -> Appended:
+        size = len(data)
+        base = self._names.base(self._now(), size)
+        try:
+            tmp: str = await self._thread(
+                files.write_tmp, folder.path, base, data, int(when.timestamp())
+            )
+        except FileNotFoundError:
+            raise NoSuchMailbox(folder.name) from None
+        except OSError as e:
+            raise TemporaryFailure(f"cannot write into {folder.name}: {e.strerror}") from e
+        try:
+            with folder.lock.held():
+                folder.keywords.refresh()
+                letters = folder.keywords.letters_of(flags)
+                # The maildir spec: fresh mail goes to new/; anything with
+                # flags (APPEND) belongs in cur/ with its ":2," info.
+                subdir = "new" if deliver and not letters else "cur"
+                filename = base if subdir == "new" else cur_name(base, letters)
+                with folder.own_change((subdir,)):
+                    os.rename(tmp, os.path.join(folder.path, subdir, filename))
+            await self._thread(files.fsync_dirs, [os.path.join(folder.path, subdir)])
+        except BaseException as e:
+            with suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(e, FileNotFoundError):
+                raise NoSuchMailbox(folder.name) from None
+            if isinstance(e, OSError):
+                raise TemporaryFailure(f"cannot store into {folder.name}") from e
+            raise
+        infos, events = folder.commit_added([(base, subdir, filename, letters, when, size)])
+        self._emit(events)
+        return Appended(folder.name, folder.uidvalidity, infos[0])
+
+    async def run(
+        self,
+        src: Folder,
+        uids: Sequence[int],
+        dst: Folder,
+        *,
+        move: bool,
+        quiet: bool = False,
+    ) -> CopyResult:
+        """
+        COPY (hard links) or MOVE (renames) ``uids`` from ``src`` to ``dst``.
+
+        Both folders are locked (in path order, so two processes cannot
+        deadlock) while files are placed and the indexes updated; a crash
+        in between loses nothing: a moved file not yet in ``dst``'s index is
+        adopted there, and ``src`` notices it is gone.  ``quiet`` leaves out
+        the `MessagesAdded` event (renaming INBOX, RFC 3501 §6.3.5).
+        """
+        mapping: dict[int, int] = {}
+        fallback: list[tuple[int, MessageInfo, str]] = []
+        placed: list[tuple[int, Placed]] = []
+        moved: list[int] = []
+        added: list[ChangeEvent] = []
+        expunged: list[ChangeEvent] = []
+        folders = sorted({id(f): f for f in (src, dst)}.values(), key=lambda f: f.path)
+        with ExitStack() as locks:
+            for folder in folders:
+                locks.enter_context(folder.lock.held())
+            for folder in folders:
+                self._emit(folder.sync())
+            dst.keywords.refresh()
+            with ExitStack() as changes:
+                changes.enter_context(dst.own_change(("cur",)))
+                if move:
+                    changes.enter_context(src.own_change(("new", "cur")))
+                for uid in sorted(set(uids)):
+                    entry = src.entry(uid)
+                    if entry is None:
+                        continue
+                    info = entry.info
+                    letters = dst.keywords.letters_of(info.flags)
+                    base = entry.base if move else self._names.base(self._now(), info.size)
+                    filename = cur_name(base, letters)
+                    target = os.path.join(dst.path, "cur", filename)
+                    try:
+                        if move:
+                            os.rename(src.file_path(entry), target)
+                        else:
+                            os.link(src.file_path(entry), target)
+                    except FileNotFoundError:
+                        src.invalidate()  # renamed by someone else: skip it this time
+                        continue
+                    except OSError as e:
+                        if move:
+                            raise TemporaryFailure(f"cannot move into {dst.name}") from e
+                        fallback.append((uid, info, src.file_path(entry)))
+                        continue
+                    placed.append(
+                        (uid, (base, "cur", filename, letters, info.internal_date, info.size))
+                    )
+                    moved.append(uid)
+            infos, added = dst.commit_added([p for _, p in placed])
+            mapping.update((uid, info.uid) for (uid, _), info in zip(placed, infos, strict=True))
+            if move:
+                event = src.forget(moved)
+                src.index.flush()
+                if event is not None:
+                    expunged.append(event)
+        if placed:
+            dirs = [os.path.join(dst.path, "cur")]
+            if move:
+                dirs += [os.path.join(src.path, d) for d in ("new", "cur")]
+            await self._thread(files.fsync_dirs, dirs)
+        if not quiet:
+            self._emit(added)
+        self._emit(expunged)
+        for uid, info, path in fallback:
+            # No hard links here (another filesystem, a link limit): copy the bytes.
+            data: bytes = await self._thread(files.read_all, path)
+            appended = await self.store(dst, data, info.flags, info.internal_date, deliver=False)
+            mapping[uid] = appended.info.uid
+        return CopyResult(dst.uidvalidity, tuple(sorted(mapping.items())))

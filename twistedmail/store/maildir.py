@@ -1,0 +1,545 @@
+"""
+The Maildir++ mail store: mail as files Dovecot, Courier and mutt can read.
+
+Layout, under ``<data_dir>/mail/<user>/``:
+
+* INBOX is the root's ``cur/ new/ tmp/``; mailbox ``a/b`` is the directory
+  ``.a.b`` (Maildir++ uses ``.`` on disk where we show ``/``), each part in
+  modified UTF-7 as Dovecot writes it, and a ``.`` inside a part written
+  ``\\2e`` as Dovecot's ``listescape`` plugin does (Dovecot's plain
+  ``LAYOUT=maildir++`` would refuse such a name; we accept every name the
+  in-memory store accepts).  See `_maildir_names`.
+* Message files are ``<unique base>,S=<size>:2,<flags>`` with the flags in
+  ASCII order and keywords as ``a``..``z`` through ``dovecot-keywords``
+  (`_maildir_keywords`).  Delivered mail goes to ``new/``, appended and
+  flagged mail to ``cur/``; a file's mtime is its internal date.
+* ``twistedmail-uidlist`` in each folder keeps UIDVALIDITY, UIDs and MODSEQs
+  (`_maildir_index`), ``subscriptions`` is Dovecot's file, and
+  ``twistedmail-special-use`` in a folder holds its RFC 6154 attribute.
+
+Writes follow the maildir spec and our contract: the file is written into
+``tmp/`` and fsync'd in the reactor's thread pool, renamed into place, the
+directory fsync'd, and only then is a UID committed and the Deferred fired.
+Index and cache bookkeeping stays on the reactor thread.  Mail that other
+programs drop in, flag or remove is noticed by the next operation on the
+folder (`_maildir_folder`).
+
+Known limits: a mailbox rename with children is one directory rename per
+mailbox, so a crash in the middle leaves some renamed and some not (nothing
+is lost); only 26 keywords per folder can be stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+from twistedmail.interfaces import (
+    IMailAccount,
+    IMailStore,
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxNotAllowed,
+    NoSuchMailbox,
+    NoSuchMessage,
+    TemporaryFailure,
+)
+from twistedmail.model import (
+    DEFAULT_MAILBOXES,
+    DELETED,
+    INBOX,
+    Appended,
+    ChangeEvent,
+    CopyResult,
+    FlagMode,
+    FlagsChanged,
+    FlagsResult,
+    MailboxCreated,
+    MailboxDeleted,
+    MailboxInfo,
+    MailboxRenamed,
+    MailboxStatus,
+    MessageInfo,
+    SpecialUse,
+    normalize_flags,
+)
+from twistedmail.store import _maildir_files as files
+from twistedmail.store._events import Listeners
+from twistedmail.store._maildir_files import UniqueNames
+from twistedmail.store._maildir_folder import Folder
+from twistedmail.store._maildir_names import check_user, folder_dir
+from twistedmail.store._maildir_root import AccountRoot
+from twistedmail.store._maildir_transfer import Transfer
+from twistedmail.store._names import (
+    is_inside,
+    parents,
+    renamed,
+    sort_key,
+    validate_mailbox_name,
+)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Ranges up to this size are read on the reactor thread; bigger ones in a thread.
+_INLINE_READ = 64 * 1024
+
+
+def _utc_seconds(when: datetime) -> datetime:
+    """Whole seconds in UTC: all a file mtime keeps (and what memory.py returns)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def _combine(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
+    if mode is FlagMode.REPLACE:
+        return flags
+    if mode is FlagMode.ADD:
+        return old | flags
+    return old - flags
+
+
+@implementer(IMailAccount)
+class MaildirAccount:
+    """One user's Maildir++.  See `IMailAccount` for each method."""
+
+    def __init__(
+        self,
+        user: str,
+        root: AccountRoot,
+        reactor: Any,
+        names: UniqueNames,
+        listdir: Callable[[str], list[str]],
+    ) -> None:
+        self._user = user
+        self._root = root
+        self._reactor = reactor
+        self._transfer = Transfer(names, self._thread, self._emit, reactor.seconds)
+        self._listdir = listdir
+        self._listeners = Listeners(user)
+        self._folders: dict[str, Folder] = {}
+
+    @property
+    def user(self) -> str:
+        return self._user
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> Deferred[_T]:
+        return Deferred.fromCoroutine(coro)
+
+    async def _thread(self, call: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
+        pool = self._reactor.getThreadPool()
+        result: _T = await deferToThreadPool(self._reactor, pool, call, *args, **kw)
+        return result
+
+    def _emit(self, events: Iterable[ChangeEvent]) -> None:
+        self._listeners.emit_all(events)
+
+    def close(self) -> None:
+        for folder in self._folders.values():
+            folder.close()
+        self._folders.clear()
+        self._root.close()
+
+    def _drop(self, name: str) -> None:
+        folder = self._folders.pop(name, None)
+        if folder is not None:
+            folder.close()
+
+    def _folder(self, name: str) -> Folder:
+        name = validate_mailbox_name(name)
+        folder = self._folders.get(name)
+        if folder is None:
+            folder_dir(name)  # refuses names too long for a directory
+            if not self._root.selectable(name):
+                raise NoSuchMailbox(name)
+            path = self._root.folder_path(name)
+            folder = Folder(name, path, self._root.new_uidvalidity, self._listdir)
+            self._folders[name] = folder
+        return folder
+
+    def _synced(self, name: str) -> Folder:
+        folder = self._folder(name)
+        try:
+            events = folder.sync()
+        except NoSuchMailbox:
+            self._drop(folder.name)
+            raise
+        self._emit(events)
+        return folder
+
+    # --- mailboxes ------------------------------------------------------------------
+
+    def list_mailboxes(self) -> Deferred[list[MailboxInfo]]:
+        return self._run(self._list_mailboxes())
+
+    async def _list_mailboxes(self) -> list[MailboxInfo]:
+        found = self._root.folders()
+        for name in list(found):
+            for parent in parents(name):
+                found.setdefault(parent, False)
+        return [
+            MailboxInfo(name, self._root.special_use(name) if found[name] else None, found[name])
+            for name in sorted(found, key=sort_key)
+        ]
+
+    def create_mailbox(
+        self, name: str, special_use: SpecialUse | None = None
+    ) -> Deferred[MailboxInfo]:
+        return self._run(self._create_mailbox(name, special_use))
+
+    async def _create_mailbox(self, name: str, special_use: SpecialUse | None) -> MailboxInfo:
+        name = validate_mailbox_name(name)
+        folder_dir(name)
+        if name == INBOX:
+            raise MailboxExists(name)
+        events: list[ChangeEvent] = []
+        with self._root.lock.held():
+            existing = self._root.folders()
+            if existing.get(name):
+                raise MailboxExists(name)
+            for parent in parents(name):
+                if not existing.get(parent):
+                    self._root.make_folder(parent, None)
+                    events.append(MailboxCreated(parent))
+            self._root.make_folder(name, special_use)
+            events.append(MailboxCreated(name))
+        self._emit(events)
+        return MailboxInfo(name, special_use, True)
+
+    def delete_mailbox(self, name: str) -> Deferred[None]:
+        return self._run(self._delete_mailbox(name))
+
+    async def _delete_mailbox(self, name: str) -> None:
+        name = validate_mailbox_name(name)
+        if name == INBOX:
+            raise MailboxNotAllowed("INBOX cannot be deleted")
+        with self._root.lock.held():
+            existing = self._root.folders()
+            if not existing.get(name):
+                raise NoSuchMailbox(name)
+            if any(is_inside(other, name) for other in existing):
+                raise MailboxHasChildren(name)
+            self._drop(name)
+            hidden = self._root.remove_folder(name)
+        # RFC 3501 §6.3.4: subscriptions are not removed with the mailbox.
+        await self._thread(files.remove_tree, hidden)
+        self._emit([MailboxDeleted(name)])
+
+    def rename_mailbox(self, old: str, new: str) -> Deferred[None]:
+        return self._run(self._rename_mailbox(old, new))
+
+    async def _rename_mailbox(self, old: str, new: str) -> None:
+        old = validate_mailbox_name(old)
+        new = validate_mailbox_name(new)
+        folder_dir(new)
+        events: list[ChangeEvent] = []
+        with self._root.lock.held():
+            existing = self._root.folders()
+            if not existing.get(old):
+                raise NoSuchMailbox(old)
+            if new in existing:
+                raise MailboxExists(new)
+            if old != INBOX and is_inside(new, old):
+                raise InvalidMailboxName(f"cannot rename {old!r} inside itself")
+            # INBOX itself stays, so only its mail moves (below).
+            moving = [] if old == INBOX else [n for n in existing if renamed(n, old, new) != n]
+            moving.sort(key=sort_key)
+            for name in moving:
+                target = renamed(name, old, new)
+                folder_dir(target)
+                if target in existing:
+                    raise MailboxExists(target)
+            for parent in parents(new):
+                if not existing.get(parent):
+                    self._root.make_folder(parent, None)
+                    events.append(MailboxCreated(parent))
+            if old == INBOX:
+                self._root.make_folder(new, None)
+                events.append(MailboxCreated(new))
+            else:
+                for name in moving:
+                    self._drop(name)
+                    self._root.rename_folder(name, renamed(name, old, new))
+                    events.append(MailboxRenamed(name, renamed(name, old, new)))
+                subscribed = self._root.subscriptions()
+                following = {renamed(s, old, new) for s in subscribed}
+                if following != subscribed:
+                    self._root.write_subscriptions(following)
+        self._emit(events)
+        if old == INBOX:
+            # RFC 3501 §6.3.5: INBOX's mail moves to the new mailbox; INBOX stays.
+            inbox = self._synced(INBOX)
+            uids = [info.uid for info in inbox.messages()]
+            await self._transfer.run(inbox, uids, self._synced(new), move=True, quiet=True)
+
+    # --- subscriptions -------------------------------------------------------------
+
+    def subscriptions(self) -> Deferred[frozenset[str]]:
+        return self._run(self._subscriptions())
+
+    async def _subscriptions(self) -> frozenset[str]:
+        return frozenset(self._root.subscriptions())
+
+    def subscribe(self, name: str) -> Deferred[None]:
+        return self._run(self._subscribe(name, True))
+
+    def unsubscribe(self, name: str) -> Deferred[None]:
+        return self._run(self._subscribe(name, False))
+
+    async def _subscribe(self, name: str, on: bool) -> None:
+        name = validate_mailbox_name(name)
+        with self._root.lock.held():
+            names = self._root.subscriptions()
+            if (name in names) != on:
+                if on:
+                    names.add(name)
+                else:
+                    names.discard(name)
+                self._root.write_subscriptions(names)
+
+    # --- reading ------------------------------------------------------------------
+
+    def status(self, name: str) -> Deferred[MailboxStatus]:
+        return self._run(self._status(name))
+
+    async def _status(self, name: str) -> MailboxStatus:
+        return self._synced(name).status()
+
+    def messages(self, name: str) -> Deferred[list[MessageInfo]]:
+        return self._run(self._messages(name))
+
+    async def _messages(self, name: str) -> list[MessageInfo]:
+        return list(self._synced(name).messages())
+
+    def fetch(
+        self, name: str, uid: int, offset: int = 0, length: int | None = None
+    ) -> Deferred[bytes]:
+        return self._run(self._fetch(name, uid, offset, length))
+
+    async def _fetch(self, name: str, uid: int, offset: int, length: int | None) -> bytes:
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("negative offset or length")
+        folder = self._synced(name)
+        for _attempt in range(2):
+            entry = folder.entry(uid)
+            if entry is None:
+                break
+            size = entry.info.size
+            wanted = max(0, size - offset) if length is None else min(length, max(0, size - offset))
+            try:
+                if wanted <= _INLINE_READ:
+                    return files.read_range(folder.file_path(entry), offset, wanted)
+                return await self._thread(files.read_range, folder.file_path(entry), offset, wanted)
+            except FileNotFoundError:
+                # Renamed (flags) or removed by another program: look again.
+                folder.invalidate()
+                folder = self._synced(name)
+        raise NoSuchMessage(f"{name} UID {uid}")
+
+    # --- adding -------------------------------------------------------------------
+
+    def append(
+        self,
+        name: str,
+        message: bytes,
+        flags: Iterable[str] = (),
+        internal_date: datetime | None = None,
+    ) -> Deferred[Appended]:
+        return self._run(self._append(name, message, normalize_flags(flags), internal_date))
+
+    async def _append(
+        self, name: str, message: bytes, flags: frozenset[str], internal_date: datetime | None
+    ) -> Appended:
+        if not isinstance(message, bytes):
+            raise TypeError("message must be bytes")
+        folder = self._synced(name)
+        if internal_date is None:
+            when = datetime.fromtimestamp(int(self._reactor.seconds()), UTC)
+        else:
+            when = _utc_seconds(internal_date)
+        return await self._transfer.store(folder, message, flags, when, deliver=False)
+
+    def deliver(self, message: bytes, mailbox: str = INBOX) -> Deferred[Appended]:
+        return self._run(self._deliver(message, mailbox))
+
+    async def _deliver(self, message: bytes, mailbox: str) -> Appended:
+        """A missing or invalid mailbox falls back to INBOX, as memory.py does."""
+        if not isinstance(message, bytes):
+            raise TypeError("message must be bytes")
+        try:
+            folder = self._synced(mailbox)
+        except (InvalidMailboxName, NoSuchMailbox):
+            self._root.ensure()
+            folder = self._synced(INBOX)
+        when = datetime.fromtimestamp(int(self._reactor.seconds()), UTC)
+        return await self._transfer.store(folder, message, frozenset(), when, deliver=True)
+
+    def copy(self, source: str, uids: Sequence[int], destination: str) -> Deferred[CopyResult]:
+        return self._run(self._copy(source, uids, destination, False))
+
+    def move(self, source: str, uids: Sequence[int], destination: str) -> Deferred[CopyResult]:
+        return self._run(self._copy(source, uids, destination, True))
+
+    async def _copy(
+        self, source: str, uids: Sequence[int], destination: str, move: bool
+    ) -> CopyResult:
+        for name in (source, destination):
+            folder_dir(validate_mailbox_name(name))
+        src = self._synced(source)
+        dst = self._synced(destination)
+        if move and src is dst:
+            raise MailboxNotAllowed("MOVE onto the same mailbox")
+        return await self._transfer.run(src, uids, dst, move=move)
+
+    # --- changing -------------------------------------------------------------------
+
+    def set_flags(
+        self,
+        name: str,
+        uids: Sequence[int],
+        flags: Iterable[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> Deferred[FlagsResult]:
+        return self._run(self._set_flags(name, uids, normalize_flags(flags), mode, unchanged_since))
+
+    async def _set_flags(
+        self,
+        name: str,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None,
+    ) -> FlagsResult:
+        folder = self._folder(name)
+        changed: list[MessageInfo] = []
+        failed: list[int] = []
+        with folder.lock.held():
+            self._emit(folder.sync())
+            folder.keywords.refresh()
+            with folder.own_change(("new", "cur")):
+                for uid in sorted(set(uids)):
+                    entry = folder.entry(uid)
+                    if entry is None:
+                        continue
+                    # RFC 7162 §3.1.3: UNCHANGEDSINCE fails messages changed after it.
+                    if unchanged_since is not None and entry.info.modseq > unchanged_since:
+                        failed.append(uid)
+                        continue
+                    new_flags = _combine(entry.info.flags, flags, mode)
+                    if new_flags != entry.info.flags:
+                        info = folder.rename_flags(entry, new_flags)
+                        if info is not None:
+                            changed.append(info)
+            folder.index.flush()
+        if changed:
+            await self._thread(files.fsync_dirs, [os.path.join(folder.path, "cur")])
+            self._emit([FlagsChanged(folder.name, folder.uidvalidity, tuple(changed))])
+        return FlagsResult(tuple(changed), tuple(failed))
+
+    def expunge(self, name: str, uids: Sequence[int] | None = None) -> Deferred[list[int]]:
+        return self._run(self._expunge(name, uids))
+
+    async def _expunge(self, name: str, uids: Sequence[int] | None) -> list[int]:
+        folder = self._folder(name)
+        wanted = None if uids is None else set(uids)
+        removed: list[int] = []
+        with folder.lock.held():
+            self._emit(folder.sync())
+            with folder.own_change(("new", "cur")):
+                for info in folder.messages():
+                    if DELETED in info.flags and (wanted is None or info.uid in wanted):
+                        entry = folder.entry(info.uid)
+                        assert entry is not None
+                        try:
+                            os.unlink(folder.file_path(entry))
+                        except FileNotFoundError:
+                            folder.invalidate()  # renamed meanwhile; the next sync decides
+                            continue
+                        removed.append(info.uid)
+            event = folder.forget(removed)
+            folder.index.flush()
+        if event is not None:
+            dirs = [os.path.join(folder.path, d) for d in ("new", "cur")]
+            await self._thread(files.fsync_dirs, dirs)
+            self._emit([event])
+        return removed
+
+    def listen(self, listener: Callable[[ChangeEvent], None]) -> Callable[[], None]:
+        return self._listeners.add(listener)
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """
+    Every user's Maildir++ under ``<data_dir>/mail/``.
+
+    ``reactor`` provides ``IReactorTime`` (default internal dates) and
+    ``IReactorThreads`` (file writes and fsyncs run in its thread pool).
+    """
+
+    def __init__(self, data_dir: str, reactor: Any) -> None:
+        self._base = os.path.join(os.path.abspath(data_dir), "mail")
+        self._reactor = reactor
+        self._names = UniqueNames()
+        self._accounts: dict[str, MaildirAccount] = {}
+
+    def _listdir(self, path: str) -> list[str]:
+        """Every directory listing of message files goes through here (tests count them)."""
+        return os.listdir(path)
+
+    def account(self, user: str) -> Deferred[IMailAccount]:
+        return Deferred.fromCoroutine(self._account(user))
+
+    async def _account(self, user: str) -> IMailAccount:
+        key = check_user(user)
+        found = self._accounts.get(key)
+        if found is not None:
+            return found
+        try:
+            root = AccountRoot(os.path.join(self._base, key))
+            if root.ensure():
+                with root.lock.held():
+                    for name, special_use in DEFAULT_MAILBOXES:
+                        root.make_folder(name, special_use)
+                    root.write_subscriptions({name for name, _ in DEFAULT_MAILBOXES})
+        except OSError as e:
+            raise TemporaryFailure(f"cannot open the Maildir of {key}") from e
+        found = self._accounts.get(key)  # pragma: no branch - nothing yielded above
+        if found is None:
+            found = MaildirAccount(key, root, self._reactor, self._names, self._listdir)
+            self._accounts[key] = found
+        return found
+
+    def remove_account(self, user: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._remove_account(user))
+
+    async def _remove_account(self, user: str) -> None:
+        key = check_user(user)
+        account = self._accounts.pop(key, None)
+        if account is not None:
+            account.close()
+        hidden = os.path.join(self._base, f".del-{os.urandom(6).hex()}")
+        try:
+            # Out of sight at once; the slow delete happens in a thread.
+            os.rename(os.path.join(self._base, key), hidden)
+        except FileNotFoundError:
+            return
+        pool = self._reactor.getThreadPool()
+        await deferToThreadPool(self._reactor, pool, files.remove_tree, hidden)
+
+    def close(self) -> Deferred[None]:
+        for account in self._accounts.values():
+            account.close()
+        self._accounts.clear()
+        return succeed(None)
