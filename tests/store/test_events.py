@@ -229,3 +229,21 @@ async def test_errors_arrive_as_failed_deferreds_never_raised(account):
         assert isinstance(d, Deferred)
         with pytest.raises(MailError):
             await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_listener_sees_the_committed_state(account):
+    """A listener may call back into the account; the change is already visible."""
+    pending: list[Deferred[Any]] = []
+
+    def look(event: ChangeEvent) -> None:
+        if isinstance(event, MessagesAdded):
+            pending.append(account.status(event.mailbox))
+            pending.append(account.fetch(event.mailbox, event.messages[0].uid))
+
+    stop = account.listen(look)
+    await account.append("INBOX", message(7))
+    stop()
+    status, data = await gatherResults(pending)
+    assert status.messages == 1
+    assert data == message(7)

@@ -467,3 +467,44 @@ async def test_an_invalid_name_is_reported_before_a_missing_one(account):
         await account.copy("Missing", [1], "a//b")
     with pytest.raises(InvalidMailboxName):
         await account.move("Missing", [1], "x\x00")
+
+
+LOOKALIKE_NAMES = [
+    ".hidden",
+    "...",
+    "a./b",
+    "cur",
+    "new",
+    "tmp",
+    "INBOX.Sent",
+    "dovecot-uidlist",
+    "dovecot-keywords",
+    "maildirfolder",
+    "courierimapsubscribed",
+    "subscriptions",
+    " leading",
+    "trailing ",
+    "&",
+    "&-",
+    "&AOQ-",
+    "%",
+    "*",
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_that_look_like_storage_files_are_just_names(account):
+    """No name collides with a backend's own files or with another name."""
+    uids = {}
+    for name in LOOKALIKE_NAMES:
+        await account.create_mailbox(name)
+        uids[name] = (await account.append(name, name.encode())).info.uid
+        await account.subscribe(name)
+    listed = await names(account)
+    for name in LOOKALIKE_NAMES:
+        assert name in listed
+        assert (await account.status(name)).messages == 1
+        assert await account.fetch(name, uids[name]) == name.encode()
+    assert set(LOOKALIKE_NAMES) <= await account.subscriptions()
+    assert (await account.status("INBOX")).messages == 0
+    assert len(listed) == len(set(listed))

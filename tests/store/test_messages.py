@@ -507,3 +507,18 @@ async def test_counters_agree_with_the_messages_after_a_mixed_workload(account):
             assert status.uidnext > listed[-1].uid
             assert status.highestmodseq >= max(m.modseq for m in listed)
         assert [m.uid for m in listed] == sorted({m.uid for m in listed})
+
+
+KEYWORDS = [f"$Label{n}" for n in range(1, 6)] + [f"kw{n:02d}" for n in range(30)] + ["NonJunk"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_keywords_round_trip(account):
+    """More keywords than Maildir's 26 filename letters must still all be kept."""
+    first = await account.append("INBOX", message(1), KEYWORDS[:20])
+    second = await account.append("INBOX", message(2), [*KEYWORDS[20:], SEEN])
+    assert first.info.flags == set(KEYWORDS[:20])
+    await account.set_flags("INBOX", [first.info.uid], KEYWORDS[30:], FlagMode.ADD)
+    listed = {m.uid: m.flags for m in await account.messages("INBOX")}
+    assert listed[first.info.uid] == set(KEYWORDS[:20] + KEYWORDS[30:])
+    assert listed[second.info.uid] == set(KEYWORDS[20:]) | {SEEN}

@@ -127,3 +127,14 @@ async def test_removed_account_stays_removed_after_reopen(store, account, reopen
     await store.remove_account("alice@example.test")
     account = await reopen()
     assert "Gone" not in [i.name for i in await account.list_mailboxes()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_keywords_survive_reopen(account, reopen):
+    keywords = {f"kw{n:02d}" for n in range(40)} | {"$Forwarded", "$MDNSent"}
+    uid = (await account.append("INBOX", message(), keywords)).info.uid
+    await account.set_flags("INBOX", [uid], ["kw00", "kw39"], FlagMode.REMOVE)
+    listed = await account.messages("INBOX")
+    account = await reopen()
+    assert await account.messages("INBOX") == listed
+    assert listed[0].flags == keywords - {"kw00", "kw39"}
