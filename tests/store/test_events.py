@@ -247,3 +247,34 @@ async def test_listener_sees_the_committed_state(account):
     status, data = await gatherResults(pending)
     assert status.messages == 1
     assert data == message(7)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_moves_of_the_same_messages_neither_duplicate_nor_lose(account):
+    """Two sessions moving the same mail at once: each message ends up in exactly one place."""
+    await account.create_mailbox("A")
+    await account.create_mailbox("B")
+    uids = [(await account.append("INBOX", message(n))).info.uid for n in range(10)]
+    to_a = account.move("INBOX", uids, "A")
+    to_b = account.move("INBOX", uids[::-1], "B")
+    results = await gatherResults([to_a, to_b])
+    moved = [old for result in results for old, _ in result.mapping]
+    assert sorted(moved) == uids
+    assert await account.messages("INBOX") == []
+    in_a = [await account.fetch("A", m.uid) for m in await account.messages("A")]
+    in_b = [await account.fetch("B", m.uid) for m in await account.messages("B")]
+    assert sorted(in_a + in_b) == sorted(message(n) for n in range(10))
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_creates_of_one_name_succeed_once(account):
+    attempts = [account.create_mailbox("Race") for _ in range(5)]
+    outcomes = []
+    for d in attempts:
+        try:
+            await d
+            outcomes.append("created")
+        except MailboxExists:
+            outcomes.append("exists")
+    assert sorted(outcomes) == ["created"] + ["exists"] * 4
+    assert (await account.status("Race")).messages == 0
