@@ -121,22 +121,22 @@ class ParsedMessage:
 
         RFC 3501 §6.4.5: a non-multipart message has only part 1, its body;
         the parts of a message/rfc822 part are those of the message inside.
+        Like Dovecot, a leaf part of a multipart answers to ``.1`` as itself
+        (once: ``2.1`` is part 2, ``2.1.1`` is nothing).
         """
-        part, is_message = self.root, True
+        part, is_message, one_left = self.root, True, True
         steps = list(path)
         while steps:
             k = steps[0]
             if part.children is not None:
                 if not 1 <= k <= len(part.children):
                     return None
-                part, is_message = part.children[k - 1], False
-            elif is_message:
-                if k != 1:
-                    return None
-                is_message = False
-            elif part.embedded is not None:
-                part, is_message = part.embedded, True
+                part, is_message, one_left = part.children[k - 1], False, True
+            elif part.embedded is not None and not is_message:
+                part, is_message, one_left = part.embedded, True, True
                 continue  # apply the same number inside the message
+            elif one_left and k == 1:
+                is_message, one_left = False, False
             else:
                 return None
             steps.pop(0)

@@ -143,7 +143,7 @@ def render_fetch_items(
     ``info`` must already carry ``\\Seen`` if this fetch just set it.  ``raw``
     must be given when `needs_body` says so, ``parsed`` when `needs_parse`
     does; otherwise `ValueError`.  Content is always sent as a literal
-    (or ``NIL``-free empty quoted string) so 8-bit data cannot break framing.
+    so 8-bit data cannot break framing.
     """
     out: list[bytes] = []
     for att in atts:
@@ -187,10 +187,8 @@ def render_fetch_items(
 
 
 def _content(data: bytes) -> bytes:
-    # Message content goes as a literal (any 8-bit or CRLF is fine there); an
-    # empty one as "" which every client handles.
-    if not data:
-        return b'""'
+    # Message content always goes as a literal: 8-bit and CRLF are fine
+    # there, and an empty one is {0} as Dovecot sends it.
     return wire.literal(data)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from twistedmail._mime import Part, parse_params
+from twistedmail._mime import Part, parse_params, unfold
 from twistedmail.imap import wire
 
 NIL = wire.NIL
@@ -34,18 +34,26 @@ def envelope(part: Part) -> bytes:
     sender = _addresses(part, "sender") or frm
     reply_to = _addresses(part, "reply-to") or frm
     items = [
-        _nstring(part.value("date")),
-        _nstring(part.value("subject")),
+        _nstring(_raw_value(part, "date")),
+        _nstring(_raw_value(part, "subject")),
         frm or NIL,
         sender or NIL,
         reply_to or NIL,
         _addresses(part, "to") or NIL,
         _addresses(part, "cc") or NIL,
         _addresses(part, "bcc") or NIL,
-        _nstring(part.value("in-reply-to")),
-        _nstring(part.value("message-id")),
+        _nstring(_raw_value(part, "in-reply-to")),
+        _nstring(_raw_value(part, "message-id")),
     ]
     return wire.paren_list(items)
+
+
+def _raw_value(part: Part, name: str) -> bytes | None:
+    """The first field's value unfolded, leading blanks off, trailing kept (Dovecot)."""
+    values = part.values(name)
+    if not values:
+        return None
+    return unfold(values[0]).lstrip(b" \t")
 
 
 def _addresses(part: Part, name: str) -> bytes:
@@ -56,14 +64,15 @@ def _addresses(part: Part, name: str) -> bytes:
     if not entries:
         return b""
     # RFC 3501 §9: env-from = "(" 1*address ")", no blanks between.
-    return (
-        b"("
-        + b"".join(
-            wire.paren_list([_nstring(n), _nstring(a), _nstring(m), _nstring(h)])
-            for n, a, m, h in entries
-        )
-        + b")"
-    )
+    return b"(" + b"".join(_address(entry) for entry in entries) + b")"
+
+
+def _address(entry: AddressEntry) -> bytes:
+    name, adl, mailbox, host = entry
+    if mailbox is not None and host is not None:  # not a group marker
+        mailbox = mailbox or b"MISSING_MAILBOX"
+        host = host or b"MISSING_DOMAIN"
+    return wire.paren_list([_nstring(name), _nstring(adl), _nstring(mailbox), _nstring(host)])
 
 
 AddressEntry = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
@@ -147,11 +156,7 @@ def _addr_spec(tokens: list[tuple[str, bytes]]) -> tuple[bytes | None, bytes | N
         if kind == "special" and w == b"@" and domain is None:
             domain = b""
             continue
-        piece = (
-            (b'"' + w.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
-            if kind == "quoted"
-            else w
-        )
+        piece = w
         if domain is None:
             local += piece
         else:
@@ -166,8 +171,9 @@ def parse_address_list(value: bytes) -> list[AddressEntry]:
     Each entry is ``(name, adl, mailbox, host)``; a group is bracketed by
     ``(NIL NIL group NIL)`` and ``(NIL NIL NIL NIL)`` as RFC 3501 §7.4.2
     says.  A name is the display phrase (or, failing that, a comment), as
-    sent.  An address without ``@`` gets an empty host, never NIL (NIL
-    host means a group marker).
+    sent; a quoted local part is unquoted.  A missing local part or domain
+    is ``b""`` (never None: a None host marks a group); `envelope` sends
+    them as ``MISSING_MAILBOX`` / ``MISSING_DOMAIN`` like Dovecot.
     """
     entries: list[AddressEntry] = []
     words: list[tuple[str, bytes]] = []
@@ -175,7 +181,9 @@ def parse_address_list(value: bytes) -> list[AddressEntry]:
     in_angle = False
     in_group = False
 
-    def finish() -> None:
+    before = b""
+
+    def finish(on_comma: bool = False) -> None:
         nonlocal words, angle
         comments = [w for k, w in words if k == "comment"]
         if angle is not None:
@@ -190,15 +198,21 @@ def parse_address_list(value: bytes) -> list[AddressEntry]:
                 route = b"".join(w for k, w in angle[:colon] if k != "comment")
                 spec = angle[colon + 1 :]
             local, host = _addr_spec(spec)
-            if local or host:
-                entries.append((name, route or None, local, host if host is not None else b""))
+            entries.append((name, route or None, local, host or b""))
         elif any(k != "comment" for k, _ in words):
             local, host = _addr_spec(words)
             name = comments[-1] if comments else None
-            entries.append((name, None, local, host if host is not None else b""))
+            entries.append((name, None, local, host or b""))
+        elif on_comma and before == b",":
+            # An empty list element: Dovecot reports it, so clients see that
+            # the header was odd; `_address` renders it MISSING_*.
+            entries.append((None, None, b"", b""))
         words, angle = [], None
 
+    previous = b""  # the token before this one, for spotting empty elements
     for kind, tok in _tokens(value):
+        if kind != "comment":
+            before, previous = previous, tok if kind == "special" else b"w"
         if in_angle:
             if kind == "special" and tok == b">":
                 in_angle = False
@@ -210,7 +224,7 @@ def parse_address_list(value: bytes) -> list[AddressEntry]:
             in_angle = True
             angle = []
         elif kind == "special" and tok == b",":
-            finish()
+            finish(on_comma=True)
         elif kind == "special" and tok == b":" and not in_group and angle is None:
             name_words = [(k, w) for k, w in words if k != "comment"]
             entries.append((None, None, _join_words(name_words), None))

@@ -80,8 +80,14 @@ def literal(value: bytes) -> bytes:
 
 
 def string(value: bytes) -> bytes:
-    """``value`` quoted when that is safe and short, else as a literal."""
-    if len(value) <= QUOTED_MAX and quotable(value):
+    """
+    ``value`` quoted when that is safe and short, else as a literal.
+
+    Values holding ``"`` or ``\\`` go as literals too: escapes in quoted
+    strings are where client parsers most often go wrong (Dovecot does the
+    same).
+    """
+    if len(value) <= QUOTED_MAX and quotable(value) and b'"' not in value and b"\\" not in value:
         return quoted(value)
     return literal(value)
 
