@@ -10,6 +10,19 @@ Everything happens synchronously; each method returns an already-fired
 ever added in ascending order and dicts keep insertion order, so iterating it
 *is* UID order and `messages` is O(n) with no sort.  The unseen count and
 total size are kept up to date on every change, so `status` is O(1).
+
+Where the contract leaves room, this store decides and ``tests/store`` pins
+the decision for every backend:
+
+* a new message (append, delivery, copy, move) takes a MODSEQ above the
+  mailbox's HIGHESTMODSEQ, so CONDSTORE clients see it as a change; each
+  message whose flags change takes its own new MODSEQ; one expunge takes one;
+* internal dates are kept in UTC to whole seconds;
+* new accounts are subscribed to their default mailboxes, and deleting a
+  mailbox keeps its subscription (RFC 3501 §6.3.6);
+* renaming INBOX gives the new mailbox a new UIDVALIDITY and fresh UIDs;
+* an invalid name is reported before a missing one;
+* delivery to a missing or invalid folder lands in INBOX.
 """
 
 from __future__ import annotations
