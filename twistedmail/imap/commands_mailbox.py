@@ -1,0 +1,211 @@
+"""
+Mailbox commands (RFC 3501 §6.3): SELECT, EXAMINE, CREATE, DELETE, RENAME,
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND, with the extensions
+that qualify them (CONDSTORE, SPECIAL-USE, LIST-EXTENDED, LIST-STATUS,
+UIDPLUS, APPENDLIMIT).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twistedmail.imap import wire
+from twistedmail.imap.dispatch import AUTH, CommandSpec
+from twistedmail.imap.errors import Reply, no, ok, reply_for
+from twistedmail.imap.listing import DELIMITER, Entry, list_entries, lsub_entries, pattern_matcher
+from twistedmail.imap.parser import (
+    AppendArgs,
+    Command,
+    CreateArgs,
+    ListArgs,
+    MailboxArgs,
+    RenameArgs,
+    StatusArgs,
+)
+from twistedmail.imap.selected import flags_list
+from twistedmail.interfaces import IMailAccount, NoSuchMailbox
+from twistedmail.model import INBOX, SEEN, SYSTEM_FLAGS, MailboxStatus, SpecialUse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twistedmail.imap.session import IMAPSession
+
+_SPECIAL_USES = {use.value.upper(): use for use in SpecialUse}
+
+
+def _account(session: IMAPSession) -> IMailAccount:
+    assert session.account is not None
+    return session.account
+
+
+async def select(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.3.1-2; RFC 7162 §3.1.8 (CONDSTORE) and §3.1.2.1 (HIGHESTMODSEQ)."""
+    args = command.args
+    assert isinstance(args, MailboxArgs)
+    read_only = command.name == "EXAMINE"
+    # A failed SELECT leaves no mailbox selected (§6.3.1), so drop it first.
+    session.unselect()
+    if args.condstore:
+        session.condstore = True
+    view = session.make_view(args.mailbox, read_only)
+    try:
+        await view.load()
+    except BaseException:
+        view.close()
+        raise
+    session.select(view)
+    keywords: set[str] = set()
+    first_unseen = 0
+    for seq, uid in enumerate(view.uids, 1):
+        flags = view.infos[uid].flags
+        keywords.update(f for f in flags if f not in SYSTEM_FLAGS)
+        if not first_unseen and SEEN not in flags:
+            first_unseen = seq
+    flags = frozenset(SYSTEM_FLAGS | keywords)
+    session.untagged(b"FLAGS " + flags_list(flags))
+    permanent = b"()" if read_only else flags_list(flags | {"\\*"})
+    session.untagged(b"OK [PERMANENTFLAGS %s] Flags permitted" % permanent)
+    session.untagged(b"%d EXISTS" % view.exists)
+    session.untagged(b"%d RECENT" % len(view.recent))
+    if first_unseen:
+        session.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
+    session.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity)
+    session.untagged(b"OK [UIDNEXT %d] Predicted next UID" % view.uidnext)
+    session.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % view.highestmodseq)
+    code = "READ-ONLY" if read_only else "READ-WRITE"
+    return ok(f"{command.name} completed", code)
+
+
+async def create(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.3.3; RFC 6154 §3 CREATE (USE (...))."""
+    args = command.args
+    assert isinstance(args, CreateArgs)
+    # A trailing delimiter only declares the intent to create children.
+    name = args.mailbox.rstrip(DELIMITER)
+    if not name:
+        return no("Invalid mailbox name", "CANNOT")
+    if name == INBOX:
+        return no("INBOX always exists", "ALREADYEXISTS")
+    uses = [_SPECIAL_USES.get(u.upper()) for u in args.special_use]
+    if len(uses) > 1 or None in uses:
+        return no("Unsupported special-use attribute", "USEATTR")
+    await _account(session).create_mailbox(name, uses[0] if uses else None)
+    return ok("CREATE completed")
+
+
+async def delete(session: IMAPSession, command: Command) -> Reply:
+    args = command.args
+    assert isinstance(args, MailboxArgs)
+    if session.selected is not None and session.selected.name == args.mailbox:
+        session.unselect()
+    await _account(session).delete_mailbox(args.mailbox)
+    return ok("DELETE completed")
+
+
+async def rename(session: IMAPSession, command: Command) -> Reply:
+    args = command.args
+    assert isinstance(args, RenameArgs)
+    await _account(session).rename_mailbox(args.old, args.new.rstrip(DELIMITER))
+    return ok("RENAME completed")
+
+
+async def subscribe(session: IMAPSession, command: Command) -> Reply:
+    args = command.args
+    assert isinstance(args, MailboxArgs)
+    if command.name == "SUBSCRIBE":
+        await _account(session).subscribe(args.mailbox)
+    else:
+        await _account(session).unsubscribe(args.mailbox)
+    return ok(f"{command.name} completed")
+
+
+async def list_(session: IMAPSession, command: Command) -> Reply:
+    args = command.args
+    assert isinstance(args, ListArgs)
+    account = _account(session)
+    if command.name == "LSUB":
+        matcher = pattern_matcher(args.reference, args.patterns)
+        existing = {m.name for m in await account.list_mailboxes() if m.selectable}
+        for entry in lsub_entries(await account.subscriptions(), existing, matcher):
+            session.untagged(entry.line("LSUB"))
+        return ok("LSUB completed")
+    if not args.extended and args.patterns == ("",):
+        # RFC 3501 §6.3.8: the delimiter and root of the reference.
+        session.untagged(b'LIST (\\Noselect) "%s" ""' % DELIMITER.encode())
+        return ok("LIST completed")
+    matcher = pattern_matcher(args.reference, args.patterns)
+    mailboxes = await account.list_mailboxes()
+    need_subscriptions = "SUBSCRIBED" in args.select_opts or "SUBSCRIBED" in args.return_opts
+    subscribed = await account.subscriptions() if need_subscriptions else frozenset()
+    entries = list_entries(mailboxes, subscribed, matcher, args.select_opts, args.return_opts)
+    for entry in entries:
+        session.untagged(entry.line("LIST"))
+        if "STATUS" in args.return_opts and entry.selectable:
+            await _list_status(session, entry, args.status_atts)
+    return ok("LIST completed")
+
+
+async def _list_status(session: IMAPSession, entry: Entry, atts: tuple[str, ...]) -> None:
+    """RFC 5819: a STATUS response right after the mailbox's LIST response."""
+    try:
+        status = await _account(session).status(entry.name)
+    except NoSuchMailbox:
+        return
+    session.untagged(_status_line(session, entry.name, status, atts))
+
+
+def _status_line(
+    session: IMAPSession, name: str, status: MailboxStatus, atts: tuple[str, ...]
+) -> bytes:
+    recent = 0
+    if session.selected is not None and session.selected.name == name:
+        recent = len(session.selected.recent)
+    values = {
+        "MESSAGES": status.messages,
+        "RECENT": recent,
+        "UIDNEXT": status.uidnext,
+        "UIDVALIDITY": status.uidvalidity,
+        "UNSEEN": status.unseen,
+        "HIGHESTMODSEQ": status.highestmodseq,
+        "SIZE": status.size,
+    }
+    items = b" ".join(b"%s %d" % (att.encode(), values[att]) for att in atts)
+    return b"STATUS %s (%s)" % (wire.astring(wire.encode_mailbox(name)), items)
+
+
+async def status(session: IMAPSession, command: Command) -> Reply:
+    args = command.args
+    assert isinstance(args, StatusArgs)
+    if "HIGHESTMODSEQ" in args.atts:
+        session.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    result = await _account(session).status(args.mailbox)
+    session.untagged(_status_line(session, args.mailbox, result, args.atts))
+    return ok("STATUS completed")
+
+
+async def append(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.3.11; RFC 4315 §3 APPENDUID; TRYCREATE for a missing mailbox."""
+    args = command.args
+    assert isinstance(args, AppendArgs)
+    if not args.message:
+        return no("Empty message", "CANNOT")
+    flags = [f for f in args.flags if f != "\\Recent"]
+    try:
+        appended = await _account(session).append(args.mailbox, args.message, flags, args.date)
+    except NoSuchMailbox as e:
+        return reply_for(e, command.name, destination=True)
+    return ok("APPEND completed", f"APPENDUID {appended.uidvalidity} {appended.info.uid}")
+
+
+COMMANDS = {
+    "SELECT": CommandSpec(select, AUTH),
+    "EXAMINE": CommandSpec(select, AUTH),
+    "CREATE": CommandSpec(create, AUTH),
+    "DELETE": CommandSpec(delete, AUTH),
+    "RENAME": CommandSpec(rename, AUTH),
+    "SUBSCRIBE": CommandSpec(subscribe, AUTH),
+    "UNSUBSCRIBE": CommandSpec(subscribe, AUTH),
+    "LIST": CommandSpec(list_, AUTH),
+    "LSUB": CommandSpec(list_, AUTH),
+    "STATUS": CommandSpec(status, AUTH),
+    "APPEND": CommandSpec(append, AUTH),
+}

@@ -1,0 +1,286 @@
+"""
+Selected-state commands (RFC 3501 §6.4): CHECK, CLOSE, EXPUNGE, SEARCH,
+FETCH, STORE, COPY and their UID forms, with UNSELECT (RFC 3691), MOVE
+(RFC 6851), UID EXPUNGE (RFC 4315), ESEARCH (RFC 4731), SEARCHRES
+(RFC 5182), CONDSTORE (RFC 7162) and IDLE (RFC 2177).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet import threads
+
+from twistedmail.imap.dispatch import AUTH, SELECTED, CommandSpec
+from twistedmail.imap.errors import Reply, no, ok, reply_for
+from twistedmail.imap.fetch import FetchAtt, needs_body, needs_parse, render_fetch_items, sets_seen
+from twistedmail.imap.parser import Command, CopyArgs, FetchArgs, SearchArgs, SeqArgs, StoreArgs
+from twistedmail.imap.search import evaluate
+from twistedmail.imap.searchkeys import And, ModSeqKey, Not, Or, SearchKey
+from twistedmail.imap.selected import SelectedMailbox, flags_list, uid_set
+from twistedmail.interfaces import IMailAccount, NoSuchMailbox, NoSuchMessage
+from twistedmail.message import ParsedMessage
+from twistedmail.model import SEEN, FlagMode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twistedmail.imap.session import IMAPSession
+
+
+def _view(session: IMAPSession) -> tuple[SelectedMailbox, IMailAccount]:
+    assert session.selected is not None and session.account is not None
+    return session.selected, session.account
+
+
+async def parse_message(
+    session: IMAPSession, view: SelectedMailbox, uid: int, raw: bytes
+) -> ParsedMessage:
+    """A cached parse; big messages are parsed in a thread so others carry on."""
+    cache = session.server.parsed_cache
+    key = (session.user, view.name, view.uidvalidity, uid)
+    parsed = cache.get(key)
+    if parsed is None:
+        if len(raw) > session.settings.parse_in_thread_above:
+            reactor = session.server.reactor
+            parsed = await threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), ParsedMessage.parse, raw
+            )
+        else:
+            parsed = ParsedMessage.parse(raw)
+        cache.put(key, parsed)
+    return parsed
+
+
+async def check(session: IMAPSession, command: Command) -> Reply:
+    return ok("CHECK completed")
+
+
+async def close(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.4.2: expunge silently (no EXPUNGE responses), then deselect."""
+    view, account = _view(session)
+    session.unselect()
+    if not view.read_only:
+        await account.expunge(view.name)
+    return ok("CLOSE completed")
+
+
+async def unselect(session: IMAPSession, command: Command) -> Reply:
+    session.unselect()
+    return ok("UNSELECT completed")
+
+
+async def expunge(session: IMAPSession, command: Command) -> Reply:
+    """EXPUNGE and RFC 4315 UID EXPUNGE; the responses come from the store's event."""
+    view, account = _view(session)
+    if view.read_only:
+        return no("Mailbox is read-only", "READ-ONLY")
+    uids = None
+    if isinstance(command.args, SeqArgs):
+        uids = view.resolve(command.args.seqs, uid=True)
+        if not uids:
+            return ok("UID EXPUNGE completed")
+    await account.expunge(view.name, uids)
+    return ok(f"{command.name} completed")
+
+
+async def fetch(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.4.5; §6.4.8 (UID FETCH always reports UID); RFC 7162 §3.1.4."""
+    args = command.args
+    assert isinstance(args, FetchArgs)
+    view, account = _view(session)
+    uids = view.resolve(args.seqs, command.uid)
+    atts = list(args.atts)
+    if command.uid and not any(a.name == "UID" for a in atts):
+        atts.insert(0, FetchAtt("UID"))
+    if args.changed_since is not None or any(a.name == "MODSEQ" for a in atts):
+        session.condstore = True
+    if args.changed_since is not None:
+        uids = [u for u in uids if view.infos[u].modseq > args.changed_since]
+    has_flags = any(a.name == "FLAGS" for a in atts)
+    if session.condstore and has_flags and not any(a.name == "MODSEQ" for a in atts):
+        atts.append(FetchAtt("MODSEQ"))  # RFC 7162 §3.2
+    seen_now: set[int] = set()
+    if sets_seen(atts) and not view.read_only:
+        unseen = [u for u in uids if SEEN not in view.infos[u].flags]
+        if unseen:
+            result = await account.set_flags(view.name, unseen, [SEEN], FlagMode.ADD)
+            view.apply_own(result.changed)
+            seen_now = {i.uid for i in result.changed}
+    with_flags = [*atts, FetchAtt("FLAGS")]
+    body, parse = needs_body(atts), needs_parse(atts)
+    vanished = False
+    for uid in uids:
+        if uid not in view.infos:
+            continue
+        raw = parsed = None
+        if body:
+            try:
+                raw = await account.fetch(view.name, uid)
+            except NoSuchMessage:
+                vanished = True  # expunged by another session, not yet announced
+                continue
+            if parse:
+                parsed = await parse_message(session, view, uid, raw)
+        # RFC 3501 §6.4.5: a \Seen set by this fetch is reported with it.
+        items = with_flags if uid in seen_now and not has_flags else atts
+        data = render_fetch_items(items, view.info_of(uid), raw, parsed)
+        session.write(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), data))
+    if vanished:
+        return no("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+    return ok(f"{command.name} completed")
+
+
+async def store(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.4.6; RFC 7162 §3.1.3 UNCHANGEDSINCE and [MODIFIED]."""
+    args = command.args
+    assert isinstance(args, StoreArgs)
+    view, account = _view(session)
+    if view.read_only:
+        return no("Mailbox is read-only", "READ-ONLY")
+    uids = view.resolve(args.seqs, command.uid)
+    if args.unchanged_since is not None:
+        session.condstore = True
+    flags = [f for f in args.flags if f != "\\Recent"]
+    result = await account.set_flags(view.name, uids, flags, args.mode, args.unchanged_since)
+    view.apply_own(result.changed)
+    failed = set(result.failed)
+    if not args.silent:
+        for uid in uids:
+            if uid in failed or uid not in view.infos:
+                continue
+            items = b"FLAGS " + flags_list(view.flags_of(uid))
+            if command.uid:
+                items = b"UID %d " % uid + items
+            if session.condstore:
+                items += b" MODSEQ (%d)" % view.infos[uid].modseq
+            session.write(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), items))
+    if failed:
+        numbers = failed if command.uid else {view.seq_of(u) for u in failed}
+        return ok("Conditional STORE failed for some", "MODIFIED " + uid_set(numbers).decode())
+    return ok(f"{command.name} completed")
+
+
+async def copy(session: IMAPSession, command: Command) -> Reply:
+    """COPY (RFC 3501 §6.4.7) and MOVE (RFC 6851) with COPYUID (RFC 4315 §3)."""
+    args = command.args
+    assert isinstance(args, CopyArgs)
+    view, account = _view(session)
+    move = command.name.endswith("MOVE")
+    if move and view.read_only:
+        return no("Mailbox is read-only", "READ-ONLY")
+    uids = view.resolve(args.seqs, command.uid)
+    if not uids:
+        return ok(f"{command.name} completed")
+    try:
+        if move:
+            result = await account.move(view.name, uids, args.mailbox)
+        else:
+            result = await account.copy(view.name, uids, args.mailbox)
+    except NoSuchMailbox as e:
+        return reply_for(e, command.name, destination=True)
+    code = None
+    if result.mapping:
+        sources = uid_set(s for s, _ in result.mapping).decode()
+        targets = uid_set(t for _, t in result.mapping).decode()
+        code = f"COPYUID {result.uidvalidity} {sources} {targets}"
+    if move:
+        # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
+        if code:
+            session.untagged(b"OK [%s] Moved" % code.encode())
+        return ok(f"{command.name} completed")
+    return ok(f"{command.name} completed", code)
+
+
+async def search(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 §6.4.4, RFC 4731 ESEARCH, RFC 5182 SAVE, RFC 7162 §3.1.5 MODSEQ."""
+    args = command.args
+    assert isinstance(args, SearchArgs)
+    view, account = _view(session)
+
+    async def load(uid: int) -> ParsedMessage | None:
+        try:
+            raw = await account.fetch(view.name, uid)
+        except NoSuchMessage:
+            return None
+        return await parse_message(session, view, uid, raw)
+
+    uids = await evaluate(view, args.key, load)
+    modseq = _uses_modseq(args.key)
+    if modseq:
+        session.condstore = True
+    numbers = uids if command.uid else [view.seq_of(u) for u in uids]
+    if args.returns is None:
+        line = b" ".join([b"SEARCH", *(b"%d" % n for n in numbers)])
+        if modseq and uids:
+            line += b" (MODSEQ %d)" % max(view.infos[u].modseq for u in uids)
+        session.untagged(line)
+        return ok(f"{command.name} completed")
+    if "SAVE" in args.returns:
+        view.saved = uids
+        if set(args.returns) == {"SAVE"}:
+            return ok(f"{command.name} completed")
+    parts = [b'ESEARCH (TAG "%s")' % command.tag]
+    if command.uid:
+        parts.append(b"UID")
+    if numbers and "MIN" in args.returns:
+        parts.append(b"MIN %d" % numbers[0])
+    if numbers and "MAX" in args.returns:
+        parts.append(b"MAX %d" % numbers[-1])
+    if "COUNT" in args.returns:
+        parts.append(b"COUNT %d" % len(numbers))
+    if numbers and "ALL" in args.returns:
+        parts.append(b"ALL " + uid_set(numbers))
+    if modseq and uids:
+        parts.append(b"MODSEQ %d" % max(view.infos[u].modseq for u in uids))
+    session.untagged(b" ".join(parts))
+    return ok(f"{command.name} completed")
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    if isinstance(key, ModSeqKey):
+        return True
+    if isinstance(key, And):
+        return any(_uses_modseq(k) for k in key.keys)
+    if isinstance(key, Or):
+        return _uses_modseq(key.left) or _uses_modseq(key.right)
+    if isinstance(key, Not):
+        return _uses_modseq(key.key)
+    return False
+
+
+async def idle(session: IMAPSession, command: Command) -> Reply:
+    """
+    RFC 2177: updates are pushed as they happen until the client sends
+    ``DONE``; nothing else ends IDLE (other lines are ignored).
+    """
+    session.continuation(b"idling")
+    session.idling = True
+    try:
+        session.flush_updates(True)
+        while True:
+            line = await session.read_line()
+            if line.strip().upper() == b"DONE":
+                break
+    finally:
+        session.idling = False
+    return ok("IDLE terminated")
+
+
+COMMANDS = {
+    "CHECK": CommandSpec(check, SELECTED),
+    "CLOSE": CommandSpec(close, SELECTED),
+    "UNSELECT": CommandSpec(unselect, SELECTED),
+    "EXPUNGE": CommandSpec(expunge, SELECTED),
+    "UID EXPUNGE": CommandSpec(expunge, SELECTED),
+    # RFC 3501 §7.4.1: no EXPUNGE responses after FETCH, STORE, SEARCH.
+    "FETCH": CommandSpec(fetch, SELECTED, expunge_ok=False),
+    "UID FETCH": CommandSpec(fetch, SELECTED),
+    "STORE": CommandSpec(store, SELECTED, expunge_ok=False),
+    "UID STORE": CommandSpec(store, SELECTED),
+    "SEARCH": CommandSpec(search, SELECTED, expunge_ok=False),
+    "UID SEARCH": CommandSpec(search, SELECTED),
+    "COPY": CommandSpec(copy, SELECTED),
+    "UID COPY": CommandSpec(copy, SELECTED),
+    "MOVE": CommandSpec(copy, SELECTED),
+    "UID MOVE": CommandSpec(copy, SELECTED),
+    "IDLE": CommandSpec(idle, AUTH),
+}

@@ -1,0 +1,122 @@
+"""
+The IMAP listener: settings, and the factory `twistedmail.service` wires in.
+
+One factory serves one listener.  For ``imap`` (port 143 role) pass the TLS
+options and ``implicit_tls=False``: clients upgrade with STARTTLS.  For
+``imaps`` (993, RFC 8314) pass ``implicit_tls=True``: the factory wraps each
+connection in TLS itself, so both listeners use plain ``tcp:`` endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
+from twisted.internet.protocol import Factory, ServerFactory
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from twistedmail.imap.session import IMAPSession
+from twistedmail.message import ParsedCache
+from twistedmail.throttle import LoginThrottle
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """
+    Limits and policy of the IMAP server.
+
+    ``idle_timeout`` is the autologout timer (RFC 3501 §5.4: at least 30
+    minutes).  ``max_literal_size`` bounds APPEND (advertised as RFC 7889
+    APPENDLIMIT); every other command, literals included, is bounded by
+    ``max_command_size``.  ``max_line_length`` is per line (RFC 7162 §4
+    asks servers to take at least 8192 octets).
+    """
+
+    idle_timeout: float = 1800.0
+    max_literal_size: int = 50_000_000
+    max_command_size: int = 1_000_000
+    max_line_length: int = 65_536
+    max_connections_per_user: int = 20
+    max_login_failures: int = 5
+    login_failure_window: float = 300.0
+    login_lockout: float = 300.0
+    allow_plaintext_login_on_loopback: bool = False
+    #: Messages bigger than this are parsed in a thread, so one big FETCH
+    #: never stalls every other session.
+    parse_in_thread_above: int = 256 * 1024
+
+
+class IMAPFactory(ServerFactory):
+    """Builds `IMAPSession`s sharing one login throttle and per-user counts."""
+
+    def __init__(
+        self,
+        settings: ImapSettings,
+        portal: Portal,
+        hostname: str,
+        tls_options: CertificateOptions | None,
+        implicit_tls: bool,
+        clock: IReactorTime,
+        reactor: Any,
+    ) -> None:
+        if implicit_tls and tls_options is None:
+            raise ValueError("implicit TLS needs TLS options")
+        self.settings = settings
+        self.portal = portal
+        self.hostname = hostname
+        self.tls_options = tls_options
+        self.implicit_tls = implicit_tls
+        self.clock = clock
+        self.reactor = reactor
+        self.throttle = LoginThrottle(
+            clock,
+            max_failures=settings.max_login_failures,
+            window=settings.login_failure_window,
+            lockout=settings.login_lockout,
+        )
+        self._users: dict[str, int] = {}
+        self.parsed_cache = ParsedCache()
+        self._tls: TLSMemoryBIOFactory | None = None
+        if implicit_tls and tls_options is not None:
+            self._tls = TLSMemoryBIOFactory(tls_options, False, _Plain(self))
+
+    def buildProtocol(self, addr: IAddress | None) -> IProtocol | None:  # type: ignore[override]
+        if self._tls is not None:
+            return self._tls.buildProtocol(addr)
+        return self.session(secure=False)
+
+    def session(self, secure: bool) -> IMAPSession:
+        protocol = IMAPSession(self, secure=secure)
+        protocol.factory = self
+        return protocol
+
+    def claim_user(self, user: str) -> bool:
+        """Count a session of ``user``; False if it would be one too many."""
+        count = self._users.get(user, 0)
+        if count >= self.settings.max_connections_per_user:
+            return False
+        self._users[user] = count + 1
+        return True
+
+    def release_user(self, user: str) -> None:
+        count = self._users.get(user, 0) - 1
+        if count > 0:
+            self._users[user] = count
+        else:
+            self._users.pop(user, None)
+
+    def connections_of(self, user: str) -> int:
+        return self._users.get(user, 0)
+
+
+class _Plain(Factory):
+    """The inner factory under implicit TLS: sessions that know they are secure."""
+
+    def __init__(self, outer: IMAPFactory) -> None:
+        self._outer = outer
+
+    def buildProtocol(self, addr: IAddress | None) -> IMAPSession:
+        return self._outer.session(secure=True)
