@@ -243,8 +243,8 @@ class ServerConfig:
         default_factory=_this_host,
         metadata={
             "check": _hostname,
-            "doc": "Our name in SMTP greetings, Received: lines and bounces "
-            "(default: this machine's fully qualified name).",
+            "doc": "Our name in SMTP greetings, Received: lines, bounces and the "
+            "self-signed certificate.",
         },
     )
     data_dir: str = _setting(

@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from twistedmail.accounts import Accounts
 from twistedmail.auth import make_portal
 from twistedmail.config import IMPLICIT_TLS_LISTENERS, Config, ConfigError
-from twistedmail.interfaces import IMailStore, MailError
+from twistedmail.interfaces import IMailStore, IStoreMaker, MailError
 from twistedmail.store.makers import store_makers
 from twistedmail.tls import server_tls_options
 
@@ -85,9 +85,11 @@ def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
     return None
 
 
-_FactoryMaker = Callable[[ServiceContext, str], IProtocolFactory | None]
+FactoryMaker = Callable[[ServiceContext, str], IProtocolFactory | None]
+ProtocolEntry = tuple[str, FactoryMaker]
+"""A protocol's name (for logs) and the function that makes its factory."""
 
-PROTOCOLS: Mapping[str, tuple[str, _FactoryMaker]] = MappingProxyType(
+PROTOCOLS: Mapping[str, ProtocolEntry] = MappingProxyType(
     {
         "smtp": ("SMTP", _smtp_factory),
         "submission": ("SMTP", _smtp_factory),
@@ -238,8 +240,7 @@ class MailService(MultiService):
 # --- Building ------------------------------------------------------------------------
 
 
-def make_store(config: Config, data_dir: str, reactor: Any) -> IMailStore:
-    """The store ``[server] storage`` names, from the installed store plugins."""
+def _store_maker(config: Config) -> IStoreMaker:
     makers = store_makers()
     name = config.server.storage
     maker = makers.get(name)
@@ -247,10 +248,19 @@ def make_store(config: Config, data_dir: str, reactor: Any) -> IMailStore:
         raise ConfigError(
             f"[server] storage: unknown store {name!r} (installed: {', '.join(sorted(makers))})"
         )
+    return maker
+
+
+def make_store(config: Config, data_dir: str, reactor: Any) -> IMailStore:
+    """The store ``[server] storage`` names, from the installed store plugins."""
+    return _open_store(_store_maker(config), data_dir, reactor)
+
+
+def _open_store(maker: IStoreMaker, data_dir: str, reactor: Any) -> IMailStore:
     try:
         store: IMailStore = maker.make_store(data_dir, reactor)
     except (OSError, MailError) as e:
-        raise ConfigError(f"cannot open the {name} store in {data_dir}: {e}") from None
+        raise ConfigError(f"cannot open the {maker.name} store in {data_dir}: {e}") from None
     return store
 
 
@@ -267,8 +277,10 @@ def _make_data_dir(config: Config) -> str:
     return data_dir
 
 
-def _listener(ctx: ServiceContext, role: str, description: str) -> IService | None:
-    protocol, make_factory = PROTOCOLS[role]
+def _listener(
+    ctx: ServiceContext, role: str, description: str, protocols: Mapping[str, ProtocolEntry]
+) -> IService | None:
+    protocol, make_factory = protocols[role]
     factory = make_factory(ctx, role)
     if factory is None:
         log.warn(
@@ -292,14 +304,19 @@ def _listener(ctx: ServiceContext, role: str, description: str) -> IService | No
     return listener
 
 
-def make_service(config: Config, reactor: Any) -> MailService:
+def make_service(
+    config: Config, reactor: Any, protocols: Mapping[str, ProtocolEntry] = PROTOCOLS
+) -> MailService:
     """
     Build the whole daemon from ``config``; nothing listens until it starts.
+
+    :param protocols: listener role -> protocol; tests swap in their own.
 
     :raises ConfigError: something the configuration names cannot be used
         (unknown storage, unwritable data directory, bad certificate, an
         unreadable accounts file); nothing has been started.
     """
+    maker = _store_maker(config)  # before any side effect
     data_dir = _make_data_dir(config)
     tls = server_tls_options(
         data_dir, config.tls.certificate, config.tls.private_key, config.server.hostname
@@ -308,7 +325,7 @@ def make_service(config: Config, reactor: Any) -> MailService:
         accounts = Accounts.in_data_dir(data_dir)
     except MailError as e:
         raise ConfigError(str(e)) from None
-    store = make_store(config, data_dir, reactor)
+    store = _open_store(maker, data_dir, reactor)
     ctx = ServiceContext(
         config=config,
         reactor=reactor,
@@ -319,11 +336,11 @@ def make_service(config: Config, reactor: Any) -> MailService:
         tls=tls,
     )
     root = MailService(ctx)
-    for role in PROTOCOLS:
+    for role in protocols:
         description = getattr(config.listeners, role)
         if description is None:
             continue
-        child = _listener(ctx, role, description)
+        child = _listener(ctx, role, description, protocols)
         if child is not None:
             child.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root
