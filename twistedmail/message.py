@@ -404,7 +404,7 @@ def _decode_word(encoding: str, payload: str) -> bytes | None:
     try:
         if encoding in "qQ":
             return binascii.a2b_qp(data, header=True)
-        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
     except binascii.Error:
         return None
 
