@@ -11,7 +11,6 @@ from smtpd_harness import (  # type: ignore[import-not-found]
     BOB,
     CAROL,
     HOST,
-    World,
     body_of,
     memory_world,
     world,
