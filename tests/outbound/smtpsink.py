@@ -42,6 +42,8 @@ class SinkConfig:
     data_end: Callable[[], bytes] = lambda: b"250 2.0.0 queued"
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    active: int = 0
+    max_active: int = 0
 
 
 class SinkProtocol(LineReceiver):
@@ -60,7 +62,12 @@ class SinkProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         self.config.connections += 1
+        self.config.active += 1
+        self.config.max_active = max(self.config.max_active, self.config.active)
         self.sendLine(self.config.greeting)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.config.active -= 1
 
     def lineReceived(self, line: bytes) -> None:
         if self.data is not None:

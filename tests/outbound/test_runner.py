@@ -1,0 +1,316 @@
+"""
+The queue runner: retries, expiry, bounces and grouping, with time driven by
+task.Clock and delivery over real loopback connections to a sink server.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from typing import Any
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from dnsserver import start as start_dns  # type: ignore[import-not-found]
+from smtpsink import SinkConfig, SinkFactory, listen  # type: ignore[import-not-found]
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
+from twisted.names import dns
+
+from twistedmail.interfaces import NoSuchUser
+from twistedmail.model import Envelope, Recipient
+from twistedmail.outbound.queue import OutboundQueue, RecipientStatus
+from twistedmail.outbound.runner import OutboundSettings, QueueRunner
+
+MESSAGE = b"From: alice@crepes.fr\r\nSubject: hi\r\n\r\n.Hello\r\n"
+LOCAL_USERS = ("alice@crepes.fr", "alice2@crepes.fr")
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class Mailboxes:
+    """What deliver_local stores (helper E's delivery is wired in by service.py)."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[str, list[tuple[Envelope, bytes]]] = {}
+
+    def deliver(self, envelope: Envelope, message: bytes) -> Deferred[None]:
+        (rcpt,) = envelope.recipients
+        if rcpt.address not in LOCAL_USERS:
+            return defer.fail(NoSuchUser(rcpt.address))
+        self.boxes.setdefault(rcpt.address, []).append((envelope, message))
+        return defer.succeed(None)
+
+
+class Harness:
+    def __init__(self, tmp_path: Any, routes: dict[str, str], **settings: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.queue = OutboundQueue(str(tmp_path / "queue"), self.clock)
+        self.mail = Mailboxes()
+        self.settings = OutboundSettings(routes=tuple(routes.items()), **settings)
+        self.runner = self.make_runner()
+
+    def make_runner(self, resolver: Any = None) -> QueueRunner:
+        return QueueRunner(
+            self.queue,
+            self.settings,
+            clock=self.clock,
+            reactor=_reactor(),
+            hostname="crepes.fr",
+            is_local=lambda domain: domain == "crepes.fr",
+            deliver_local=self.mail.deliver,
+            resolver=resolver if resolver is not None else object(),
+        )
+
+    def enqueue(self, sender: str, *rcpts: str | Recipient, message: bytes = MESSAGE) -> str:
+        recipients = tuple(r if isinstance(r, Recipient) else Recipient(r) for r in rcpts)
+        out: list[str] = []
+        self.queue.enqueue(Envelope(sender, recipients), message).addCallback(out.append)
+        return out[0]
+
+    async def run(self, seconds: float = 0) -> None:
+        """Let ``seconds`` pass, then wait for the attempts that started."""
+        self.clock.advance(seconds)
+        await self.runner.wait_idle()
+        self.clock.advance(0)  # entries made due by the attempt (DSNs)
+        await self.runner.wait_idle()
+
+    def entry(self, queue_id: str) -> Any:
+        return self.queue.files.read_entry(queue_id)
+
+
+async def dead_port() -> int:
+    port = await listen(_reactor(), SinkConfig())
+    number: int = port.getHost().port
+    await port.stopListening()
+    return number
+
+
+def dsn_fields(message: bytes) -> tuple[Any, Any]:
+    msg = email.message_from_bytes(message, policy=email.policy.default)
+    parts: list[Any] = list(msg.iter_parts())
+    return msg, parts[1].get_payload()[1]
+
+
+@pytest.fixture
+def harnesses() -> Any:
+    made: list[Harness] = []
+    yield made
+    for h in made:
+        h.runner.stopService()
+        h.clock.advance(60)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_session_per_destination_and_local_delivery(tmp_path, harnesses):
+    sink = SinkConfig()
+    port = await listen(_reactor(), sink)
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.edu", "carol@Hamburger.edu", "alice2@crepes.fr")
+    await h.run()
+    await port.stopListening()
+    assert sink.connections == 1
+    (got,) = sink.received
+    assert got.recipients == ["bob@hamburger.edu", "carol@Hamburger.edu"]
+    assert got.message == MESSAGE and got.sender == "alice@crepes.fr"
+    assert [m for _, m in h.mail.boxes["alice2@crepes.fr"]] == [MESSAGE]
+    assert h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_down_then_up(tmp_path, harnesses):
+    """Connection refused is a 4.4.1 deferral; the retry after 60 s delivers."""
+    number = await dead_port()
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{number}"}, retry_schedule=(60, 300))
+    harnesses.append(h)
+    h.runner.startService()
+    queue_id = h.enqueue("alice@crepes.fr", "bob@hamburger.edu")
+    await h.run()
+    entry = h.entry(queue_id)
+    (state,) = entry.recipients
+    assert state.status is RecipientStatus.PENDING and state.status_code == "4.4.1"
+    assert entry.attempts == 1 and entry.next_attempt == h.clock.seconds() + 60
+    sink = SinkConfig()
+    port = await TCP4ServerEndpoint(_reactor(), number, interface="127.0.0.1").listen(
+        SinkFactory(sink)
+    )
+    await h.run(59)
+    assert sink.received == []
+    await h.run(1)
+    await port.stopListening()
+    assert [r.message for r in sink.received] == [MESSAGE]
+    assert h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_remote_user_bounces_to_the_local_sender(tmp_path, harnesses):
+    sink = SinkConfig(rcpt=lambda a: b"550 5.1.1 no such user" if "nobody" in a else b"250 ok")
+    port = await listen(_reactor(), sink)
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.edu", "nobody@hamburger.edu")
+    await h.run()
+    await port.stopListening()
+    assert sink.received[0].recipients == ["bob@hamburger.edu"]
+    ((envelope, bounce),) = h.mail.boxes["alice@crepes.fr"]
+    assert envelope.sender == ""
+    msg, fields = dsn_fields(bounce)
+    assert msg["From"] == "Mail Delivery System <MAILER-DAEMON@crepes.fr>"
+    assert fields["Final-Recipient"] == "rfc822; nobody@hamburger.edu"
+    assert (fields["Action"], fields["Status"]) == ("failed", "5.1.1")
+    assert fields["Remote-MTA"] == "dns; hamburger.edu"
+    assert "550 5.1.1 no such user" in fields["Diagnostic-Code"]
+    assert h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_local_user_bounces_and_a_bounce_is_never_bounced(tmp_path, harnesses):
+    h = Harness(tmp_path, {})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("", "ghost@crepes.fr")  # a bounce that cannot be delivered: dropped
+    h.enqueue("alice@crepes.fr", "ghost@crepes.fr")
+    await h.run()
+    ((_envelope, bounce),) = h.mail.boxes["alice@crepes.fr"]
+    _, fields = dsn_fields(bounce)
+    assert fields["Status"] == "5.1.1" and "Remote-MTA" not in fields
+    assert h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_delay_warning_then_expiry(tmp_path, harnesses):
+    number = await dead_port()
+    h = Harness(
+        tmp_path,
+        {"hamburger.edu": f"tcp:127.0.0.1:{number}"},
+        retry_schedule=(60, 120),
+        max_age=600,
+        delay_warning=100,
+    )
+    harnesses.append(h)
+    h.runner.startService()
+    queue_id = h.enqueue("alice@crepes.fr", "bob@hamburger.edu")
+    await h.run()  # t=0
+    await h.run(60)  # t=60: second attempt, next in 120
+    assert "alice@crepes.fr" not in h.mail.boxes
+    await h.run(120)  # t=180: past delay_warning
+    ((_, warning),) = h.mail.boxes["alice@crepes.fr"]
+    _msg, fields = dsn_fields(warning)
+    assert fields["Action"] == "delayed" and fields["Status"] == "4.4.1"
+    assert "Will-Retry-Until" in fields
+    assert h.entry(queue_id).delay_warned
+    await h.run(120)  # t=300
+    await h.run(120)  # t=420
+    await h.run(120)  # t=540
+    assert len(h.mail.boxes["alice@crepes.fr"]) == 1  # warned once only
+    assert h.entry(queue_id).next_attempt == h.entry(queue_id).queued_at + 600
+    await h.run(60)  # t=600: expired
+    assert h.queue.files.ids() == []
+    _, fields = dsn_fields(h.mail.boxes["alice@crepes.fr"][1][1])
+    assert fields["Action"] == "failed" and fields["Status"] == "4.4.1"
+    assert "expired" in fields["Diagnostic-Code"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_notify_success_and_never(tmp_path, harnesses):
+    """RFC 3461: SUCCESS -> 'delivered' locally, 'relayed' to a server without DSN."""
+    sink = SinkConfig(extensions=("PIPELINING",))
+    port = await listen(_reactor(), sink)
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue(
+        "alice@crepes.fr",
+        Recipient("alice2@crepes.fr", ("SUCCESS",)),
+        Recipient("bob@hamburger.edu", ("SUCCESS",)),
+        Recipient("ghost@crepes.fr", ("NEVER",)),
+    )
+    await h.run()
+    await port.stopListening()
+    ((_, report),) = h.mail.boxes["alice@crepes.fr"]
+    msg = email.message_from_bytes(report, policy=email.policy.default)
+    parts: list[Any] = list(msg.iter_parts())
+    actions = sorted(block["Action"] for block in parts[1].get_payload()[1:])
+    assert actions == ["delivered", "relayed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_destination_limit(tmp_path, harnesses):
+    sink = SinkConfig()
+    port = await listen(_reactor(), sink)
+    h = Harness(
+        tmp_path,
+        {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"},
+        max_per_destination=1,
+    )
+    harnesses.append(h)
+    h.runner.startService()
+    for n in range(5):
+        h.enqueue("alice@crepes.fr", f"b{n}@hamburger.edu")
+    await h.run()
+    await port.stopListening()
+    assert len(sink.received) == 5 and sink.max_active == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_mx_route_and_null_mx(tmp_path, harnesses):
+    sink = SinkConfig()
+    port = await listen(_reactor(), sink)
+    records = {
+        b"hamburger.test": [dns.Record_MX(10, b"mx.hamburger.test")],
+        b"mx.hamburger.test": [dns.Record_A("127.0.0.1")],
+        b"nomail.test": [dns.Record_MX(0, b"")],
+    }
+    dns_port, resolver = await start_dns(_reactor(), b"test", records)
+    h = Harness(tmp_path, {}, mx_port=port.getHost().port)
+    h.runner = h.make_runner(resolver)
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.test", "x@nomail.test")
+    await h.run()
+    await port.stopListening()
+    await dns_port.stopListening()
+    assert sink.received[0].recipients == ["bob@hamburger.test"]
+    _, fields = dsn_fields(h.mail.boxes["alice@crepes.fr"][0][1])
+    assert (fields["Final-Recipient"], fields["Status"]) == ("rfc822; x@nomail.test", "5.1.10")
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_picks_up_the_queue(tmp_path, harnesses):
+    number = await dead_port()
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{number}"})
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.edu")
+    await h.run()
+    await h.runner.stopService()
+    sink = SinkConfig()
+    port = await listen(_reactor(), sink)
+    h2 = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h2)
+    h2.runner.startService()
+    await h2.run(3600)
+    await port.stopListening()
+    assert len(sink.received) == 1 and h2.queue.files.ids() == []
+
+
+def test_second_runner_waits_for_the_lock(tmp_path) -> None:
+    h = Harness(tmp_path, {})
+    h.runner.startService()
+    other = h.make_runner()
+    other.startService()
+    assert not other._loaded
+    h.runner.stopService()
+    h.clock.advance(5)
+    assert other._loaded
+    other.stopService()
+    h.clock.advance(60)
