@@ -81,6 +81,11 @@ class Client:
         self.send(line + b"\r\n")
         return await self._tagged(tag)
 
+    async def finish(self, data: bytes, tag: bytes) -> bytes:
+        """Send the rest of a command (after a literal) and wait for ``tag``'s reply."""
+        self.send(data + b"\r\n")
+        return await self._tagged(tag)
+
     async def _tagged(self, tag: bytes) -> bytes:
         buffered = b""
         for _ in range(2500):
@@ -153,5 +158,6 @@ def message(
 ) -> bytes:
     return (
         f"From: Bob <{sender}>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
-        f"Date: Mon, 7 Feb 2024 10:00:00 +0000\r\nMessage-ID: <{subject}@example.test>\r\n\r\n{body}"
+        "Date: Mon, 7 Feb 2024 10:00:00 +0000\r\n"
+        f"Message-ID: <{subject}@example.test>\r\n\r\n{body}"
     ).encode()

@@ -196,8 +196,9 @@ async def test_authenticate_login(client: Client) -> None:
 @pytest_twisted.ensureDeferred
 async def test_logindisabled_without_tls(accounts, store, clock) -> None:
     # RFC 3501 §6.2.3: no plaintext LOGIN on an unencrypted connection.
-    from twistedmail.accounts import make_portal
     from twisted.internet import reactor
+
+    from twistedmail.accounts import make_portal
 
     factory = IMAPFactory(
         ImapSettings(), make_portal(accounts, store, reactor), "mx", None, False, clock, reactor
@@ -222,8 +223,9 @@ async def test_failed_logins_lock_out(client: Client) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_connections_per_user_limited(accounts, store, clock) -> None:
-    from twistedmail.accounts import make_portal
     from twisted.internet import reactor
+
+    from twistedmail.accounts import make_portal
 
     factory = IMAPFactory(
         ImapSettings(allow_plaintext_login_on_loopback=True, max_connections_per_user=1),

@@ -118,6 +118,7 @@ def lsub_entries(
     for name in subscribed:
         if matcher.match(name):
             found[name] = () if name in existing else ("\\Noselect",)
+            continue
         for parent in ancestors(name):
             if parent not in subscribed and parent not in found and matcher.match(parent):
                 found[parent] = ("\\Noselect",)
