@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from twistedmail.interfaces import NoSuchMailbox
 from twistedmail.model import (
@@ -49,6 +50,18 @@ _TMP_MAX_AGE = 36 * 3600
 Stamp = tuple[int, int]
 
 
+class Placed(NamedTuple):
+    """A message file we put into a folder, waiting for its UID."""
+
+    base: str
+    subdir: str
+    filename: str
+    letters: str
+    extra: frozenset[str]
+    when: datetime
+    size: int
+
+
 @dataclass(slots=True)
 class Entry:
     base: str
@@ -58,9 +71,8 @@ class Entry:
     info: MessageInfo
 
 
-def _letters(subdir: str, filename: str) -> str:
-    """Flag letters of a file, normalised (sorted, unique, no blanks)."""
-    return "".join(sorted({c for c in split_name(filename)[1] if not c.isspace()}))
+def _date(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class Folder:
@@ -84,6 +96,17 @@ class Folder:
         self._dirty: set[str] = set()
         self._sorted: list[MessageInfo] | None = None
         self._status: tuple[int, int] | None = None
+        self._normal: dict[str, str] = {}
+
+    def _letters(self, filename: str) -> str:
+        """Flag letters of a file, normalised (sorted, unique, no blanks); memoised."""
+        info = split_name(filename)[1]
+        found = self._normal.get(info)
+        if found is None:
+            found = "".join(sorted({c for c in info if not c.isspace()}))
+            if len(self._normal) < 4096:
+                self._normal[info] = found
+        return found
 
     def close(self) -> None:
         self.lock.close()
@@ -201,34 +224,36 @@ class Folder:
             if record is None:
                 adopt.append(base)
                 continue
-            letters = _letters(subdir, filename)
+            prev = old.get(record.uid)
+            if prev is not None and prev.base != base:
+                prev = None
+            if (
+                prev is not None
+                and prev.filename == filename
+                and prev.letters == record.letters
+                and prev.info.modseq == record.modseq
+            ):
+                new[record.uid] = prev
+                continue
+            letters = self._letters(filename)
             if record.letters != letters:
                 record = self.index.change(record.uid, letters)
-            prev = old.get(record.uid)
-            if prev is not None and prev.base == base:
-                if prev.filename == filename and prev.info.modseq == record.modseq:
-                    new[record.uid] = prev
-                    continue
-                info = replace(
-                    prev.info, flags=self.keywords.flags_of(letters), modseq=record.modseq
-                )
-                if info != prev.info:
-                    changed.append(info)
-            else:
-                made = self._make_info(subdir, filename, record.uid, record.modseq)
-                if made is None:
-                    continue
-                info = made
+            flags = self.keywords.flags_of(letters) | record.extra
+            info = MessageInfo(record.uid, flags, _date(record.date), record.size, record.modseq)
+            if prev is not None and info != prev.info:
+                changed.append(info)
             new[record.uid] = Entry(base, subdir, filename, letters, info)
         added = [new[uid].info for uid in sorted(set(new) - set(old))] if not initial else []
         for base in sorted(adopt):
             subdir, filename = files[base]
-            letters = _letters(subdir, filename)
-            made = self._make_info(subdir, filename, 0, 0)
-            if made is None:
+            letters = self._letters(filename)
+            try:
+                st = os.stat(os.path.join(self.path, subdir, filename))
+            except FileNotFoundError:
                 continue
-            record = self.index.add(base, letters)
-            info = replace(made, uid=record.uid, modseq=record.modseq)
+            record = self.index.add(base, letters, int(st.st_mtime), st.st_size)
+            flags = self.keywords.flags_of(letters)
+            info = MessageInfo(record.uid, flags, _date(record.date), record.size, record.modseq)
             new[record.uid] = Entry(base, subdir, filename, letters, info)
             added.append(info)
         gone = [r.uid for r in self.index.by_uid.values() if r.base not in files]
@@ -250,15 +275,6 @@ class Folder:
                 )
             )
         return events
-
-    def _make_info(self, subdir: str, filename: str, uid: int, modseq: int) -> MessageInfo | None:
-        try:
-            st = os.stat(os.path.join(self.path, subdir, filename))
-        except FileNotFoundError:
-            return None
-        flags = self.keywords.flags_of(_letters(subdir, filename))
-        when = datetime.fromtimestamp(int(st.st_mtime), UTC)
-        return MessageInfo(uid, flags, when, st.st_size, modseq)
 
     def _clean_tmp(self) -> None:
         tmp = os.path.join(self.path, "tmp")
@@ -292,11 +308,9 @@ class Folder:
                 if stamp == self._stamps[d] and d not in self._dirty:
                     self._stamps[d] = self._stat_dir(d)
 
-    def commit_added(
-        self, placed: Sequence[tuple[str, str, str, str, datetime, int]]
-    ) -> tuple[list[MessageInfo], list[ChangeEvent]]:
+    def commit_added(self, placed: Sequence[Placed]) -> tuple[list[MessageInfo], list[ChangeEvent]]:
         """
-        Give UIDs to files we placed: (base, subdir, filename, letters, date, size).
+        Give UIDs to files we placed.
 
         A file another process (or one of our syncs) already adopted keeps
         the UID it got there.
@@ -306,11 +320,13 @@ class Folder:
         with self.lock.held():
             self._refresh_index()
             self.keywords.refresh()
-            for base, subdir, filename, letters, when, size in placed:
-                record = self.index.by_base.get(base) or self.index.add(base, letters)
+            for base, subdir, filename, letters, extra, when, size in placed:
+                record = self.index.by_base.get(base) or self.index.add(
+                    base, letters, int(when.timestamp()), size, extra
+                )
                 entry = self._entries.get(record.uid)
                 if entry is None or entry.base != base:
-                    flags = self.keywords.flags_of(letters)
+                    flags = self.keywords.flags_of(letters) | record.extra
                     info = MessageInfo(record.uid, flags, when, size, record.modseq)
                     entry = Entry(base, subdir, filename, letters, info)
                     self._entries[record.uid] = entry
@@ -329,18 +345,21 @@ class Folder:
         new MODSEQ.  None if the flags that can be stored did not change.
         Call under the lock and inside `own_change`, then `index.flush`.
         """
-        letters = self.keywords.letters_of(flags, entry.letters)
-        if letters == entry.letters:
+        letters, extra = self.keywords.letters_of(flags, entry.letters)
+        record = self.index.by_uid.get(entry.info.uid)
+        if record is None or (letters == entry.letters and extra == record.extra):
             return None
-        filename = cur_name(entry.base, letters)
-        try:
-            os.rename(self.file_path(entry), os.path.join(self.path, "cur", filename))
-        except FileNotFoundError:
-            self.invalidate()  # someone else moved it: the next sync will tell
-            return None
-        record = self.index.change(entry.info.uid, letters)
-        info = replace(entry.info, flags=self.keywords.flags_of(letters), modseq=record.modseq)
-        entry.subdir, entry.filename, entry.letters, entry.info = "cur", filename, letters, info
+        if letters != entry.letters:
+            filename = cur_name(entry.base, letters)
+            try:
+                os.rename(self.file_path(entry), os.path.join(self.path, "cur", filename))
+            except FileNotFoundError:
+                self.invalidate()  # someone else moved it: the next sync will tell
+                return None
+            entry.subdir, entry.filename, entry.letters = "cur", filename, letters
+        record = self.index.change(entry.info.uid, letters, extra)
+        flags = self.keywords.flags_of(letters) | record.extra
+        entry.info = info = replace(entry.info, flags=flags, modseq=record.modseq)
         self._changed()
         return info
 

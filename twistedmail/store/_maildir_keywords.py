@@ -7,8 +7,9 @@ lowercase ``a``..``z`` for keywords, letter *n* meaning line ``n <keyword>``
 of the folder's ``dovecot-keywords`` file.  We use the same file so Dovecot
 and we agree on what ``a`` means.  Letters we do not understand (``P``
 "passed", a lowercase letter with no keyword) are kept as they are when we
-rewrite a name.  Only 26 keywords fit per folder: more are not stored (the
-same limit Dovecot has without its own index).
+rewrite a name.  Only 26 keywords have letters per folder; a message's
+other keywords live in our index only (as Dovecot keeps them in its own
+index), so other programs do not see those.
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ class Keywords:
         self._stamp: tuple[int, int, int] | None = None
         self._names: dict[int, str] = {}
         self._letters: dict[str, str] = {}
+        self._flags: dict[str, frozenset[str]] = {}
 
     def refresh(self) -> None:
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
-            self._stamp, self._names, self._letters = None, {}, {}
+            self._stamp, self._names, self._letters, self._flags = None, {}, {}, {}
             return
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
@@ -68,9 +70,17 @@ class Keywords:
                 if number.isdigit() and int(number) < _MAX_KEYWORDS and keyword:
                     names[int(number)] = keyword
         self._stamp, self._names = stamp, names
+        self._flags = {}
         self._letters = {kw: string.ascii_lowercase[n] for n, kw in names.items()}
 
     def flags_of(self, letters: str) -> frozenset[str]:
+        """The flags ``letters`` stand for (memoised: a folder uses few combinations)."""
+        found = self._flags.get(letters)
+        if found is None:
+            found = self._flags[letters] = self._decode(letters)
+        return found
+
+    def _decode(self, letters: str) -> frozenset[str]:
         flags = set()
         for letter in letters:
             if letter in _LETTER_FLAGS:
@@ -81,13 +91,15 @@ class Keywords:
                     flags.add(keyword)
         return frozenset(flags)
 
-    def letters_of(self, flags: frozenset[str], old: str = "") -> str:
+    def letters_of(self, flags: frozenset[str], old: str = "") -> tuple[str, frozenset[str]]:
         """
-        The letters for ``flags``, keeping letters of ``old`` we do not own.
+        The letters for ``flags``, keeping letters of ``old`` we do not own,
+        and the keywords that got no letter (all 26 taken).
 
         Call under the folder lock: a keyword seen for the first time is
         given the next free letter and written to the file.
         """
+        extra = set()
         kept = {c for c in old if c not in _LETTER_FLAGS and not self._owned(c)}
         letters = set(kept)
         for flag in flags:
@@ -99,7 +111,9 @@ class Keywords:
                 letter = self._letters.get(flag) or self._allocate(flag)
                 if letter is not None:
                     letters.add(letter)
-        return "".join(sorted(letters))
+                elif not any(c.isspace() for c in flag):
+                    extra.add(flag)
+        return "".join(sorted(letters)), frozenset(extra)
 
     def _owned(self, letter: str) -> bool:
         return "a" <= letter <= "z" and (ord(letter) - ord("a")) in self._names
@@ -112,6 +126,7 @@ class Keywords:
         if not free or any(c.isspace() for c in keyword):
             return None
         self._names[free[0]] = keyword
+        self._flags = {}
         self._letters[keyword] = string.ascii_lowercase[free[0]]
         text = "".join(f"{n} {kw}\n" for n, kw in sorted(self._names.items()))
         tmp = f"{self._path}.tmp.{os.getpid()}"

@@ -21,12 +21,10 @@ from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
 from twistedmail.model import Appended, ChangeEvent, CopyResult, MessageInfo
 from twistedmail.store import _maildir_files as files
 from twistedmail.store._maildir_files import UniqueNames
-from twistedmail.store._maildir_folder import Folder
+from twistedmail.store._maildir_folder import Folder, Placed
 from twistedmail.store._maildir_keywords import cur_name
 
 _T = TypeVar("_T")
-
-Placed = tuple[str, str, str, str, datetime, int]
 
 
 class Transfer:
@@ -66,7 +64,7 @@ class Transfer:
         try:
             with folder.lock.held():
                 folder.keywords.refresh()
-                letters = folder.keywords.letters_of(flags)
+                letters, extra = folder.keywords.letters_of(flags)
                 # The maildir spec: fresh mail goes to new/; anything with
                 # flags (APPEND) belongs in cur/ with its ":2," info.
                 subdir = "new" if deliver and not letters else "cur"
@@ -82,7 +80,8 @@ class Transfer:
             if isinstance(e, OSError):
                 raise TemporaryFailure(f"cannot store into {folder.name}") from e
             raise
-        infos, events = folder.commit_added([(base, subdir, filename, letters, when, size)])
+        placed = Placed(base, subdir, filename, letters, extra, when, size)
+        infos, events = folder.commit_added([placed])
         self._emit(events)
         return Appended(folder.name, folder.uidvalidity, infos[0])
 
@@ -126,7 +125,7 @@ class Transfer:
                     if entry is None:
                         continue
                     info = entry.info
-                    letters = dst.keywords.letters_of(info.flags)
+                    letters, extra = dst.keywords.letters_of(info.flags)
                     base = entry.base if move else self._names.base(self._now(), info.size)
                     filename = cur_name(base, letters)
                     target = os.path.join(dst.path, "cur", filename)
@@ -143,9 +142,8 @@ class Transfer:
                             raise TemporaryFailure(f"cannot move into {dst.name}") from e
                         fallback.append((uid, info, src.file_path(entry)))
                         continue
-                    placed.append(
-                        (uid, (base, "cur", filename, letters, info.internal_date, info.size))
-                    )
+                    when, size = info.internal_date, info.size
+                    placed.append((uid, Placed(base, "cur", filename, letters, extra, when, size)))
                     moved.append(uid)
             infos, added = dst.commit_added([p for _, p in placed])
             mapping.update((uid, info.uid) for (uid, _), info in zip(placed, infos, strict=True))
