@@ -36,8 +36,9 @@ USERS = [f"user{i}@hamburger.edu" for i in range(10)]
 
 class Server:
     def __init__(self, store: IMailStore, accounts: Accounts, data_dir: str) -> None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as _reactor
 
+        reactor: Any = _reactor
         self.store = store
         self.accounts = accounts
         tls = server_tls_options(data_dir, None, None, "localhost")
@@ -110,7 +111,7 @@ def converse(port: int, script: list[bytes]) -> list[bytes]:
 def read_reply(f: Any) -> bytes:
     out = b""
     while True:
-        line = f.readline()
+        line: bytes = f.readline()
         out += line
         if len(line) < 4 or line[3:4] != b"-":
             return out
