@@ -18,7 +18,7 @@ of its body, a multipart without a usable boundary is treated as
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Nesting deeper than this (multiparts or message/rfc822) is not descended
 #: into: the part is then treated as an opaque application/octet-stream, so
@@ -28,6 +28,10 @@ MAX_DEPTH = 40
 _WSP = b" \t"
 _TSPECIALS = frozenset(b'()<>@,;:\\"/[]?=')
 _TOKEN_CHARS = frozenset(c for c in range(0x21, 0x7F) if c not in _TSPECIALS)
+# Deletion tables: ``value.translate(None, table)`` is empty exactly when all
+# bytes of ``value`` are in the set (a C loop instead of a Python one).
+_TOKEN_TABLE = bytes(sorted(_TOKEN_CHARS))
+_FIELD_NAME_TABLE = bytes(range(33, 127))  # RFC 5322 §3.6.8 ftext, less ":"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +83,98 @@ class Field:
     end: int  # one past the field's last line terminator (or the header end)
 
 
-@dataclass(eq=False, slots=True)
 class Part:
     """
     One MIME entity: a header block and a body, as offsets into ``raw``.
 
     ``children`` is set for a multipart, ``embedded`` for a message/rfc822
-    part (the encapsulated message, itself a `Part`).
+    part (the encapsulated message, itself a `Part`).  Both are parsed on
+    first use: ENVELOPE, SEARCH on headers and the HTTP message list need
+    only the top header, and skipping the body scan makes them several
+    times cheaper.  `expand` parses everything at once (in a thread, for
+    big messages).  ``path`` is the IMAP part number.
     """
 
-    raw: bytes
-    start: int
-    body_start: int
-    end: int
-    fields: list[Field]
-    content_type: ContentType
-    children: list[Part] | None = None
-    embedded: Part | None = None
-    path: tuple[int, ...] = field(default=())
+    __slots__ = (
+        "_children",
+        "_depth",
+        "_embedded",
+        "_expanded",
+        "body_start",
+        "content_type",
+        "end",
+        "fields",
+        "path",
+        "raw",
+        "start",
+    )
+
+    def __init__(
+        self,
+        raw: bytes,
+        start: int,
+        body_start: int,
+        end: int,
+        fields: list[Field],
+        content_type: ContentType,
+        path: tuple[int, ...] = (),
+        depth: int = 0,
+    ) -> None:
+        self.raw = raw
+        self.start = start
+        self.body_start = body_start
+        self.end = end
+        self.fields = fields
+        self.content_type = content_type
+        self.path = path
+        self._depth = depth
+        self._children: list[Part] | None = None
+        self._embedded: Part | None = None
+        self._expanded = False
+
+    @property
+    def children(self) -> list[Part] | None:
+        if not self._expanded:
+            self._expand()
+        return self._children
+
+    @property
+    def embedded(self) -> Part | None:
+        if not self._expanded:
+            self._expand()
+        return self._embedded
+
+    def _expand(self) -> None:
+        # Results are stored before the flag, so a concurrent reader (the
+        # reactor while a thread expands) never sees a half-built part.
+        raw, kind, depth = self.raw, self.content_type.mime_type, self._depth
+        if kind.startswith("multipart/"):
+            boundary = self.content_type.param("boundary")
+            child_default = MESSAGE_RFC822 if kind == "multipart/digest" else TEXT_PLAIN
+            ranges = split_multipart(raw, self.body_start, self.end, boundary) if boundary else []
+            if not ranges:
+                # No boundary or no delimiter: one empty text/plain part keeps
+                # the structure well formed (RFC 3501 body-type-mpart needs a
+                # body), as Dovecot does.
+                ranges, child_default = [(self.end, self.end)], TEXT_PLAIN
+            self._children = [
+                parse_entity(raw, s, e, child_default, depth + 1, (*self.path, n))
+                for n, (s, e) in enumerate(ranges, 1)
+            ]
+        elif kind == "message/rfc822":
+            self._embedded = parse_entity(
+                raw, self.body_start, self.end, TEXT_PLAIN, depth + 1, self.path
+            )
+        self._expanded = True
+
+    def expand(self) -> None:
+        """Parse every part below this one now."""
+        stack: list[Part] = [self]
+        while stack:
+            part = stack.pop()
+            stack.extend(part.children or ())
+            if part.embedded is not None:
+                stack.append(part.embedded)
 
     @property
     def header_bytes(self) -> bytes:
@@ -192,7 +270,7 @@ def _split_header(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
             colon = raw.find(b":", pos, line_end)
             if colon > pos:
                 raw_name = raw[pos:colon].rstrip(_WSP)
-                if raw_name and all(33 <= c <= 126 for c in raw_name):
+                if raw_name and not raw_name.translate(None, _FIELD_NAME_TABLE):
                     name = raw_name.decode("ascii").lower()
                     current = [pos, colon + 1, line_end]
             # A line that is neither a field nor a continuation (an mbox
@@ -336,7 +414,7 @@ def parse_content_type(value: bytes | None, default: ContentType) -> ContentType
         not slash
         or not maintype
         or not subtype
-        or not all(c in _TOKEN_CHARS for c in maintype + subtype)
+        or (maintype + subtype).translate(None, _TOKEN_TABLE)
     ):
         # RFC 2045 §5.2: a syntactically invalid Content-Type is text/plain.
         return TEXT_PLAIN
@@ -352,29 +430,13 @@ def parse_entity(
     depth: int = 0,
     path: tuple[int, ...] = (),
 ) -> Part:
-    """Parse the MIME entity ``raw[start:end]`` and everything inside it."""
+    """The MIME entity ``raw[start:end]``: its header now, its parts on use."""
     fields, body_start = _split_header(raw, start, end)
-    part = Part(raw, start, body_start, end, fields, TEXT_PLAIN, path=path)
+    part = Part(raw, start, body_start, end, fields, TEXT_PLAIN, path, depth)
     ctype = parse_content_type(part.value("content-type"), default)
     kind = ctype.mime_type
     if depth >= MAX_DEPTH and (kind.startswith("multipart/") or kind == "message/rfc822"):
         ctype = OCTET_STREAM
-    elif kind.startswith("multipart/"):
-        boundary = ctype.param("boundary")
-        child_default = MESSAGE_RFC822 if kind == "multipart/digest" else TEXT_PLAIN
-        ranges = split_multipart(raw, body_start, end, boundary) if boundary else []
-        if not ranges:
-            # No boundary or no delimiter: one empty text/plain part keeps the
-            # structure well formed (RFC 3501 body-type-mpart needs a body),
-            # as Dovecot does.
-            part.children = [parse_entity(raw, end, end, TEXT_PLAIN, depth + 1, (*path, 1))]
-        else:
-            part.children = [
-                parse_entity(raw, s, e, child_default, depth + 1, (*path, n))
-                for n, (s, e) in enumerate(ranges, 1)
-            ]
-    elif kind == "message/rfc822":
-        part.embedded = parse_entity(raw, body_start, end, TEXT_PLAIN, depth + 1, path)
     part.content_type = ctype
     return part
 

@@ -11,9 +11,10 @@ helpers and never feed back into what IMAP serves.
 Cost: parsing is linear in the message size (a few ``bytes.find`` passes
 per nesting level over the body; only header blocks are walked line by
 line); nothing big is copied until a section or attachment is asked for.
-A 20 MB message still takes tens of milliseconds, so callers parse big
-messages in a thread (``deferToThread``) and keep the result in a
-`ParsedCache` they own.
+A 20 MB message still takes tens of milliseconds, so callers parse
+messages of `EAGER_BYTES` or more in a thread (``deferToThread``) and keep
+the result in a `ParsedCache` they own.  Everything here is synchronous
+and free of I/O.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from email.policy import compat32
 from twistedmail._mime import Part, parse_entity, parse_params
 from twistedmail.imap import structure
 from twistedmail.imap.fetch import Section
+
+#: Messages this big are parsed completely by `ParsedMessage.parse`; callers
+#: should run parse for them in a thread (``deferToThread``).
+EAGER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +70,18 @@ class ParsedMessage:
 
     @classmethod
     def parse(cls, raw: bytes) -> ParsedMessage:
-        """Parse ``raw``; never fails, however malformed the message."""
-        return cls(raw, parse_entity(raw, 0, len(raw)))
+        """
+        Parse ``raw``; never fails, however malformed the message.
+
+        Below `EAGER_BYTES` only the top header is parsed now and the parts
+        on first use; from `EAGER_BYTES` up everything is parsed at once, so
+        a caller that runs this in a thread for a big message leaves no
+        heavy work for the reactor thread.
+        """
+        root = parse_entity(raw, 0, len(raw))
+        if len(raw) >= EAGER_BYTES:
+            root.expand()
+        return cls(raw, root)
 
     @property
     def size(self) -> int:

@@ -30,6 +30,14 @@ _ASTRING_CHARS = _ATOM_CHARS | {ord("]")}
 # some clients mangle them when quoted).
 _QUOTABLE = frozenset(range(0x20, 0x7F))
 
+# The same sets as deletion tables: ``value.translate(None, table)`` is empty
+# exactly when every byte is in the set, and runs in C (FETCH ENVELOPE of a
+# whole mailbox calls these hundreds of thousands of times).
+_ATOM_TABLE = bytes(sorted(_ATOM_CHARS))
+_ASTRING_TABLE = bytes(sorted(_ASTRING_CHARS))
+_QUOTABLE_TABLE = bytes(sorted(_QUOTABLE))
+_PLAIN_QUOTED_TABLE = bytes(sorted(_QUOTABLE - set(b'"\\')))
+
 _MONTHS = (
     b"Jan",
     b"Feb",
@@ -50,16 +58,16 @@ NIL = b"NIL"
 
 def atom_safe(value: bytes) -> bool:
     """Whether ``value`` can be sent as an IMAP ``atom`` (RFC 3501 §9)."""
-    return bool(value) and all(c in _ATOM_CHARS for c in value)
+    return bool(value) and not value.translate(None, _ATOM_TABLE)
 
 
 def _astring_atom_safe(value: bytes) -> bool:
-    return bool(value) and all(c in _ASTRING_CHARS for c in value)
+    return bool(value) and not value.translate(None, _ASTRING_TABLE)
 
 
 def quotable(value: bytes) -> bool:
     """Whether ``value`` may be sent as a quoted string by `quoted`."""
-    return all(c in _QUOTABLE for c in value)
+    return not value.translate(None, _QUOTABLE_TABLE)
 
 
 def quoted(value: bytes) -> bytes:
@@ -87,8 +95,8 @@ def string(value: bytes) -> bytes:
     strings are where client parsers most often go wrong (Dovecot does the
     same).
     """
-    if len(value) <= QUOTED_MAX and quotable(value) and b'"' not in value and b"\\" not in value:
-        return quoted(value)
+    if len(value) <= QUOTED_MAX and not value.translate(None, _PLAIN_QUOTED_TABLE):
+        return b'"' + value + b'"'
     return literal(value)
 
 
