@@ -141,3 +141,11 @@ def test_smart_host_parsing():
     assert SmartHost.parse("relay.example") == SmartHost("relay.example", 25)
     assert SmartHost.parse("[::1]:2525") == SmartHost("::1", 2525)
     assert SmartHost.parse("relay.example:587").port == 587
+    relay = SmartHost.parse("tcp:smtp.example.net:587", username="u")
+    assert (relay.host, relay.port, relay.endpoint) == (
+        "smtp.example.net",
+        587,
+        "tcp:smtp.example.net:587",
+    )
+    relay = SmartHost.parse("tcp:host=127.0.0.1:port=2525:timeout=5")
+    assert (relay.host, relay.port) == ("127.0.0.1", 2525)

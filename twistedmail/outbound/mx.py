@@ -65,20 +65,41 @@ class Route:
     password: str | None = field(default=None, repr=False)
 
 
+_ENDPOINT_TYPES = frozenset({"tcp", "tcp6", "tls", "ssl", "unix", "host"})
+
+
 @dataclass(frozen=True, slots=True)
 class SmartHost:
-    """Every non-local message goes here (``relay_host``), with AUTH if given."""
+    """
+    Every non-local message goes here (``relay_host``), with AUTH if given.
+    ``endpoint`` is set when the relay was given as a client endpoint string.
+    """
 
     host: str
     port: int = SMTP_PORT
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     require_tls: bool = False
+    endpoint: str | None = None
 
     @classmethod
     def parse(cls, text: str, **kw: Any) -> SmartHost:
-        """``host``, ``host:port``, ``[v6]:port``."""
+        """``tcp:host:port`` (a client endpoint), ``host``, ``host:port``, ``[v6]:port``."""
         text = text.strip()
+        kind, _, rest = text.partition(":")
+        if rest and kind.lower() in _ENDPOINT_TYPES:
+            positional = []
+            keywords = {}
+            for part in rest.split(":"):
+                key, eq, value = part.partition("=")
+                if eq:
+                    keywords[key] = value
+                else:
+                    positional.append(part)
+            host = keywords.get("host") or (positional[0] if positional else "localhost")
+            port = keywords.get("port") or (positional[1] if len(positional) > 1 else "")
+            number = int(port) if port.isdigit() else SMTP_PORT
+            return cls(host, number, endpoint=text, **kw)
         if text.startswith("["):
             host, _, rest = text[1:].partition("]")
             port = rest.lstrip(":")
@@ -229,7 +250,7 @@ class Router:
             return Route(f"route:{endpoint}", (Hop(domain, endpoint=endpoint),))
         smart = self.smart_host
         if smart is not None:
-            hop = Hop(smart.host, _ip(smart.host), smart.port)
+            hop = Hop(smart.host, _ip(smart.host), smart.port, smart.endpoint)
             tls = TLSPolicy.REQUIRED if smart.require_tls else TLSPolicy.OPPORTUNISTIC
             return Route(
                 f"relay:{smart.host}:{smart.port}", (hop,), tls, smart.username, smart.password

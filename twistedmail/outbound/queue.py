@@ -195,7 +195,17 @@ class QueueEntry:
         )
 
 
-def _valid_id(queue_id: str) -> bool:
+#: Where the queue lives inside the data directory.
+QUEUE_SUBDIR = "queue"
+
+
+def queue_dir(data_dir: str) -> str:
+    """The queue directory for a data directory (``DATA_DIR/queue``)."""
+    return os.path.join(data_dir, QUEUE_SUBDIR)
+
+
+def valid_id(queue_id: str) -> bool:
+    """Queue ids are what `OutboundQueue.new_id` makes: ASCII letters and digits."""
     return bool(queue_id) and queue_id.isalnum() and queue_id.isascii()
 
 

@@ -72,7 +72,7 @@ class OutboundSettings:
 
     retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     max_age: float = 5 * 86400.0
-    #: Send a "delayed" DSN once a message is this old (None: never).
+    #: Send a "delayed" DSN once a message is this old (None or 0: never).
     delay_warning: float | None = 4 * 3600.0
     max_concurrency: int = 20
     max_per_destination: int = 4
@@ -514,7 +514,7 @@ class QueueRunner(Service):
         )
         warn_after = self.settings.delay_warning
         if (
-            warn_after is not None
+            warn_after
             and not updated.delay_warned
             and not updated.done
             and now - entry.queued_at >= warn_after
