@@ -20,7 +20,7 @@ string, and is used as it is.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -143,10 +143,15 @@ class ListenerService(Service):
         outcome: list[IListeningPort | Failure] = []
         listening.addBoth(outcome.append)
         if outcome and isinstance(outcome[0], Failure):
-            raise ListenError(
-                f"cannot listen for {self.role} on {self.description}: "
-                f"{outcome[0].getErrorMessage()}"
+            reason = outcome[0].getErrorMessage()
+            log.critical(
+                "Cannot listen for {role} on {endpoint}: {reason}",
+                role=self.role,
+                endpoint=self.description,
+                reason=reason,
             )
+            # twistd removes its pid file, prints this and exits with status 1.
+            raise ListenError(f"cannot listen for {self.role} on {self.description}: {reason}")
         if outcome:
             self._started(outcome[0])  # type: ignore[arg-type]
         else:  # an endpoint that listens later (a plugin's)
@@ -223,6 +228,21 @@ class MailService(MultiService):
             storage=config.server.storage,
         )
         super().startService()  # type: ignore[no-untyped-call]
+        # twistd starts services before the reactor runs and installs its
+        # signal handlers; this line says both are done (SIGTERM now stops
+        # cleanly), so supervisors and tests can wait for it.
+        self.context.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        listening = sorted(
+            child.role
+            for child in _walk(self)
+            if isinstance(child, ListenerService) and child.port is not None
+        )
+        log.info(
+            "twistedmail running, listening for {roles}",
+            roles=", ".join(listening) or "nothing",
+        )
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -235,6 +255,13 @@ class MailService(MultiService):
             log.failure("Closing the mail store failed")
         self.context.accounts.close()
         log.info("twistedmail stopped")
+
+
+def _walk(service: MultiService) -> Iterator[IService]:
+    for child in service:
+        yield child
+        if isinstance(child, MultiService):
+            yield from _walk(child)
 
 
 # --- Building ------------------------------------------------------------------------

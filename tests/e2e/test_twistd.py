@@ -267,9 +267,9 @@ def listeners_reported(lines: list[str]) -> dict[str, int | None]:
 
 
 def started(lines: list[str]) -> bool:
-    return any("twistedmail starting as" in line for line in lines) and set(
-        listeners_reported(lines)
-    ) == set(ROLES)
+    # "running" comes once the reactor runs with twistd's signal handlers in
+    # place; a SIGTERM sent earlier would kill the process without a clean stop.
+    return any("twistedmail running, listening for" in line for line in lines)
 
 
 @pytest.fixture
@@ -307,6 +307,7 @@ def test_twistd_starts_logs_listeners_and_stops_on_sigterm(tmp_path, daemons, st
     )
     daemon.wait_for(started)
     assert f"twistedmail starting as {HOSTNAME}: data in {data}, {storage} storage" in daemon.log()
+    assert set(listeners_reported(daemon.lines)) == set(ROLES)
     _, cafile = self_signed_paths(str(data))
     for role, port in listeners_reported(daemon.lines).items():
         if port is not None:
