@@ -41,9 +41,9 @@ class ContentType:
 
     ``params`` keeps the names' and values' case and order, with quotes
     removed and quoted-pairs unescaped (RFC 2045 §5.1).  RFC 2231
-    continuations (``name*0*=...``) are left as the raw parameters: IMAP
-    clients decode them, as RFC 3501 leaves it.  ``defaulted`` says the
-    header was missing or unusable.
+    continuations (``name*0*=...``) are joined into one parameter but not
+    decoded (see `merge_continuations`): IMAP clients decode them, as RFC
+    3501 leaves it.  ``defaulted`` says the header was missing or unusable.
     """
 
     maintype: bytes

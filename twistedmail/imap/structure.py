@@ -270,8 +270,7 @@ def _language(part: Part) -> bytes:
     tags = [t.strip(b" \t") for t in value.split(b",") if t.strip(b" \t")]
     if not tags:
         return NIL
-    if len(tags) == 1:
-        return wire.string(tags[0])
+    # Always the list form, even for one tag, as Dovecot sends it.
     return wire.paren_list(wire.string(t) for t in tags)
 
 
