@@ -31,6 +31,10 @@ def test_string_chooses_quoted_or_literal() -> None:
     assert wire.string(b"hello world") == b'"hello world"'
     assert wire.string(b"a\r\nb") == b"{4}\r\na\r\nb"
     assert wire.string(b"\xff") == b"{1}\r\n\xff"
+    # Quote and backslash are legal escaped, but literals are what Dovecot
+    # sends and what client parsers get right.
+    assert wire.string(b'say "hi"') == b'{8}\r\nsay "hi"'
+    assert wire.string(b"a\\b") == b"{3}\r\na\\b"
     long = b"x" * (wire.QUOTED_MAX + 1)
     assert wire.string(long).startswith(b"{%d}\r\n" % len(long))
 
