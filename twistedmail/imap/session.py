@@ -376,6 +376,11 @@ class IMAPSession(LineReceiver):
         if self.state not in spec.states:
             self.write(bad(_wrong_state(self.state, spec)).line(command.tag))
             return
+        if self.selected is not None and command.name != "IDLE":
+            # Flag changes and new messages may go out at any point of a
+            # command (RFC 3501 §7.2.3, §7.3.1); sending them first means the
+            # command's own answers use the freshest state.
+            self.flush_updates(False)
         try:
             reply = await spec.handler(self, command)
         except ParseError as e:
