@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
@@ -146,6 +147,40 @@ async def test_unavailable_protocol_is_logged_and_not_started(tmp_path):
     text = [formatEvent(e) for e in events]
     assert f"imap listener {LOOPBACK_ANY_PORT} not started: Echo is not yet available" in text
     assert not ports_from(events)
+
+
+class ServiceFactory(Factory, Service):
+    """A protocol factory with its own lifecycle (as SMTP's, to say 421 on stop)."""
+
+    protocol = Echo
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.events.append("start")
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self.events.append("stop")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_factory_that_is_a_service_starts_and_stops_with_its_listener(tmp_path):
+    from twisted.internet import reactor
+
+    factory = ServiceFactory()
+    protocols: dict[str, Any] = {role: ("Echo", lambda ctx, role: None) for role in ROLES}
+    protocols["imap"] = ("Echo", lambda ctx, role: factory)
+    service = make_service(config_for(tmp_path, imap=LOOPBACK_ANY_PORT), reactor, protocols)
+    with capturedLogs() as events:
+        service.privilegedStartService()
+        service.startService()
+    assert factory.events == ["start"]
+    assert "twistedmail running, listening for imap" in [formatEvent(e) for e in events]
+    await service.stopService()
+    assert factory.events == ["start", "stop"]
 
 
 def test_port_in_use_fails_before_the_reactor_runs(tmp_path):
