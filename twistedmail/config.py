@@ -64,9 +64,11 @@ class _Invalid(Exception):
 
 def _describe(value: object) -> str:
     kinds = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
-    kind = kinds.get(type(value), "a list" if isinstance(value, list) else "a table")
-    if isinstance(value, dict | list):
-        return kind
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    kind = kinds.get(type(value), f"a {type(value).__name__}")
     return f"{kind} ({value!r})"
 
 
