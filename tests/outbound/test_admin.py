@@ -123,7 +123,7 @@ async def test_requests_go_through_the_running_daemon(tmp_path):
         while len(runner.entries()) < 2 or any(e.attempts == 0 for e in runner.entries().values()):
             await runner.wait_idle()
             await threads.deferToThread(lambda: None)
-        code, text = await threads.deferToThread(run_cli, str(tmp_path), "queue", "delete", two)
+        _code, text = await threads.deferToThread(run_cli, str(tmp_path), "queue", "delete", two)
         assert "Done: delete" in text
         assert queue.files.ids() == [one]
         _, text = await threads.deferToThread(run_cli, str(tmp_path), "queue", "bounce", one)
