@@ -7,9 +7,11 @@ with `Folder.sync`.  Listing ``cur/`` of a 100,000-message folder costs tens
 of milliseconds, so ``new/`` and ``cur/`` are listed again only when their
 mtime (or inode) changed since we last looked; our own renames update the
 remembered mtime as long as nobody else touched the directory first.  A
-directory whose mtime is less than a second older than our listing is
-listed again next time, because another change within the same timestamp
-tick would not move the mtime (Dovecot makes the same call).
+directory whose mtime is too close to our listing is listed again next
+time, because another change within the same timestamp tick would not move
+the mtime (Dovecot makes the same call): within a second on filesystems
+with whole-second mtimes, within 50 ms where mtimes have sub-second parts
+(Linux stamps them with its coarse clock, a few milliseconds).
 
 Differences found by a sync become events: files nobody indexed get new
 UIDs (`MessagesAdded`), renamed flag letters get a new MODSEQ
@@ -28,6 +30,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from twisted.logger import Logger
+
 from twistedmail.interfaces import NoSuchMailbox
 from twistedmail.model import (
     SEEN,
@@ -41,9 +45,19 @@ from twistedmail.model import (
 from twistedmail.store._maildir_index import LOCK_FILE, FileLock, IndexLost, UidIndex
 from twistedmail.store._maildir_keywords import Keywords, cur_name, split_name
 
+log = Logger()
+
 _DIRS = ("new", "cur")
 #: Listing again while the directory mtime is this close to the listing time.
 _DIRTY_WINDOW_NS = 1_000_000_000
+_FINE_DIRTY_WINDOW_NS = 50_000_000
+
+
+def _too_recent(mtime_ns: int, listed_ns: int) -> bool:
+    coarse = mtime_ns % 1_000_000_000 == 0
+    return listed_ns - mtime_ns < (_DIRTY_WINDOW_NS if coarse else _FINE_DIRTY_WINDOW_NS)
+
+
 #: The maildir spec: tmp/ files untouched for 36 hours are leftovers.
 _TMP_MAX_AGE = 36 * 3600
 
@@ -178,7 +192,7 @@ class Folder:
             self.index.flush()
         for d in stale:
             self._stamps[d] = stamps[d]
-            if listed - stamps[d][0] < _DIRTY_WINDOW_NS:
+            if _too_recent(stamps[d][0], listed):
                 self._dirty.add(d)
             else:
                 self._dirty.discard(d)
@@ -191,6 +205,8 @@ class Folder:
         except IndexLost:
             # Contract: a lost UID index means a new, larger UIDVALIDITY.
             self.index.create(self._new_uidvalidity())
+            if self._loaded:
+                log.warn("UID index of {folder} was lost; new UIDVALIDITY", folder=self.path)
             self._entries = {}
             self._loaded = False
             self._changed()
@@ -206,7 +222,7 @@ class Folder:
             if subdir in stale:
                 for filename in self._listdir(os.path.join(self.path, subdir)):
                     if not filename.startswith("."):
-                        files[split_name(filename)[0]] = (subdir, filename)
+                        files[filename.partition(":")[0]] = (subdir, filename)
         return files
 
     def _reconcile(self, files: dict[str, tuple[str, str]]) -> list[ChangeEvent]:
@@ -235,15 +251,22 @@ class Folder:
             ):
                 new[record.uid] = prev
                 continue
-            letters = self._letters(filename)
-            if record.letters != letters:
-                record = self.index.change(record.uid, letters)
+            if filename.endswith(":2," + record.letters) or (
+                not record.letters and ":" not in filename
+            ):
+                letters = record.letters  # the common case, without parsing
+            else:
+                letters = self._letters(filename)
+                if record.letters != letters:
+                    record = self.index.change(record.uid, letters)
             flags = self.keywords.flags_of(letters) | record.extra
             info = MessageInfo(record.uid, flags, _date(record.date), record.size, record.modseq)
             if prev is not None and info != prev.info:
                 changed.append(info)
             new[record.uid] = Entry(base, subdir, filename, letters, info)
         added = [new[uid].info for uid in sorted(set(new) - set(old))] if not initial else []
+        if adopt:
+            log.info("Adopting {count} new files in {folder}", count=len(adopt), folder=self.path)
         for base in sorted(adopt):
             subdir, filename = files[base]
             letters = self._letters(filename)
@@ -289,6 +312,7 @@ class Folder:
                 st = os.stat(path)
                 if st.st_mtime < cutoff and st.st_atime < cutoff:
                     os.unlink(path)
+                    log.info("Removed stale {path} (maildir spec: 36 hours)", path=path)
             except (FileNotFoundError, IsADirectoryError, PermissionError):
                 pass
 
