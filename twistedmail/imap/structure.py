@@ -8,6 +8,7 @@ raw 8-bit values simply become literals.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from twistedmail._mime import Part, parse_params, unfold
@@ -78,6 +79,10 @@ def _address(entry: AddressEntry) -> bytes:
 AddressEntry = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
 
 _SPECIALS = b'()<>[]:;@\\,."'
+# Regular expressions keep the long runs (atoms, quoted strings) in C.
+_ATOM = re.compile(rb'[^()<>\[\]:;@\\,." \t\r\n]+')
+_QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)(?:"|\\?\Z)', re.S)
+_QUOTED_PAIR = re.compile(rb"\\(.)", re.S)
 
 
 def _tokens(value: bytes) -> Iterator[tuple[str, bytes]]:
@@ -88,14 +93,10 @@ def _tokens(value: bytes) -> Iterator[tuple[str, bytes]]:
         if c in b" \t\r\n":
             i += 1
         elif c == 0x22:  # '"'
-            j, out = i + 1, bytearray()
-            while j < n and value[j] != 0x22:
-                if value[j] == 0x5C and j + 1 < n:
-                    j += 1
-                out.append(value[j])
-                j += 1
-            yield "quoted", bytes(out)
-            i = j + 1
+            match = _QUOTED.match(value, i)
+            assert match is not None  # the pattern matches any '"'
+            yield "quoted", _QUOTED_PAIR.sub(rb"\1", match.group(1))
+            i = match.end()
         elif c == 0x28:  # "(" comment, nested
             depth, j, out = 0, i, bytearray()
             while j < n:
@@ -127,11 +128,10 @@ def _tokens(value: bytes) -> Iterator[tuple[str, bytes]]:
             yield "special", value[i : i + 1]
             i += 1
         else:
-            j = i
-            while j < n and value[j] not in _SPECIALS and value[j] not in b" \t\r\n":
-                j += 1
-            yield "atom", value[i:j]
-            i = j
+            match = _ATOM.match(value, i)
+            assert match is not None  # c is an atom byte
+            yield "atom", match.group()
+            i = match.end()
 
 
 def _join_words(words: list[tuple[str, bytes]]) -> bytes:
