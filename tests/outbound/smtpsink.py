@@ -91,7 +91,7 @@ class SinkProtocol(LineReceiver):
             if self.config.starttls and not self.tls:
                 exts.append("STARTTLS")
             if self.config.credentials:
-                exts.append("AUTH PLAIN LOGIN")
+                exts.append("AUTH PLAIN")
             lines = ["sink", *exts]
             for ext in lines[:-1]:
                 self.sendLine(b"250-" + ext.encode())
@@ -104,7 +104,10 @@ class SinkProtocol(LineReceiver):
             self.tls = True
             self.reset()
         elif verb == "AUTH":
-            _mech, _, token = arg.partition(" ")
+            mech, _, token = arg.partition(" ")
+            if mech.upper() != "PLAIN" or not token:
+                self.sendLine(b"504 5.5.4 only PLAIN with an initial response")
+                return
             _, user, password = base64.b64decode(token).split(b"\0")
             if self.config.credentials == (user.decode(), password.decode()):
                 self.auth = user.decode()
