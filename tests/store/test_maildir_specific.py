@@ -22,7 +22,7 @@ import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import threads
 from twisted.internet.defer import gatherResults
 
-from twistedmail.interfaces import InvalidMailboxName
+from twistedmail.interfaces import InvalidMailboxName, NoSuchMailbox
 from twistedmail.model import (
     ANSWERED,
     DELETED,
@@ -153,6 +153,32 @@ async def test_folder_made_by_another_program_is_listed(stores, root):
     assert [m.name for m in listed].count("INBOX") == 1
     drop(root / ".Lists.Python", "new", "1.2.host", message())
     assert [m.uid for m in await account.messages("Lists/Python")] == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_creating_a_bare_parent_directory_makes_it_selectable(stores, root):
+    account = await stores().account(ALICE)
+    (root / ".Lists").mkdir()
+    assert MailboxInfo("Lists", None, False) in await account.list_mailboxes()
+    await account.create_mailbox("Lists", SpecialUse.ARCHIVE)
+    assert MailboxInfo("Lists", SpecialUse.ARCHIVE, True) in await account.list_mailboxes()
+    assert (root / ".Lists" / "maildirfolder").exists()
+    await account.append("Lists", message())
+    assert (await account.status("Lists")).messages == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_folder_removed_by_another_program_is_gone(stores, root):
+    account = await stores().account(ALICE)
+    await account.append("Junk", message())
+    await account.messages("Junk")
+    shutil.rmtree(root / ".Junk")
+    with pytest.raises(NoSuchMailbox):
+        await account.messages("Junk")
+    with pytest.raises(NoSuchMailbox):
+        await account.expunge("Junk")
+    await account.create_mailbox("Junk")
+    assert await account.messages("Junk") == []
 
 
 @pytest_twisted.ensureDeferred

@@ -116,6 +116,9 @@ class AccountRoot:
         if os.path.isdir(final):
             # A bare directory another program left: make it a folder in place.
             _make_maildir(final)
+            open(os.path.join(final, "maildirfolder"), "ab").close()
+            if special_use is not None:
+                _write_atomic(os.path.join(final, _SPECIAL_USE_FILE), special_use.value + "\n")
             UidIndex(final).create(self.new_uidvalidity())
             return
         staging = os.path.join(self.path, f"..new-{secrets.token_hex(6)}")

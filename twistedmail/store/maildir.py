@@ -169,13 +169,17 @@ class MaildirAccount:
 
     def _synced(self, name: str) -> Folder:
         folder = self._folder(name)
+        self._sync(folder)
+        return folder
+
+    def _sync(self, folder: Folder) -> None:
+        """Catch up with the disk and tell listeners what others changed."""
         try:
             events = folder.sync()
         except NoSuchMailbox:
-            self._drop(folder.name)
+            self._drop(folder.name)  # deleted by another process
             raise
         self._emit(events)
-        return folder
 
     # --- mailboxes ------------------------------------------------------------------
 
@@ -425,7 +429,7 @@ class MaildirAccount:
         changed: list[MessageInfo] = []
         failed: list[int] = []
         with folder.lock.held():
-            self._emit(folder.sync())
+            self._sync(folder)
             folder.keywords.refresh()
             with folder.own_change(("new", "cur")):
                 for uid in sorted(set(uids)):
@@ -455,7 +459,7 @@ class MaildirAccount:
         wanted = None if uids is None else set(uids)
         removed: list[int] = []
         with folder.lock.held():
-            self._emit(folder.sync())
+            self._sync(folder)
             with folder.own_change(("new", "cur")):
                 for info in folder.messages():
                     if DELETED in info.flags and (wanted is None or info.uid in wanted):
