@@ -31,7 +31,13 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistedmail.interfaces import IMailAccount, IMailStore, IOutbox, TemporaryFailure
+from twistedmail.interfaces import (
+    IMailAccount,
+    IMailStore,
+    IOutbox,
+    MailError,
+    TemporaryFailure,
+)
 from twistedmail.model import DELETED, Appended, Envelope, FlagMode
 from twistedmail.routing import Route, local_users, remote_recipients
 
@@ -97,7 +103,10 @@ class Delivery:
                 failures.append(cast(Failure, value))
         if failures:
             for f in failures:
-                log.failure("Local delivery failed", f)
+                if isinstance(f.value, MailError):
+                    log.warn("Local delivery failed: {why!r}", why=f.value)
+                else:
+                    log.failure("Local delivery failed", f)
             await self._rollback(stored)
             failures[0].raiseException()
         queue_id = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistedmail.delivery import Delivered, Delivery
-from twistedmail.interfaces import IMailAccount, IMailStore, IOutbox, NoSuchUser, RelayDenied
+from twistedmail.interfaces import (
+    IMailAccount,
+    IMailStore,
+    IOutbox,
+    MailError,
+    NoSuchUser,
+    RelayDenied,
+)
 from twistedmail.model import Envelope, Recipient
 from twistedmail.routing import RemoteRoute, Resolver, Route, route
 from twistedmail.smtp import replies, sasl
@@ -113,7 +121,6 @@ class _Transaction:
     routes: list[Route] = field(default_factory=list)
     attempts: int = 0
     chunks: ChunkCollector | None = None
-    bdat_failed: bool = False
 
 
 Handler = Any  # Callable[[SMTPSession, str], Deferred[None] | None]
@@ -221,9 +228,24 @@ class SMTPSession(FramedProtocol):
         self._send(replies.LINE_TOO_LONG)
 
     def line_received(self, line: bytes) -> None:
+        if self._sasl is not None:
+            self._guarded(self._sasl_response, line)
+        else:
+            self._guarded(self._command, line)
+
+    def data_finished(self, reader: DataReader) -> None:
+        self._guarded(self._body_done, reader)
+
+    def chunk_finished(self) -> None:
+        self._guarded(self._chunk_done)
+
+    def _guarded(self, step: Callable[..., Deferred[None] | None], *args: Any) -> None:
+        """
+        Run one step of the session; a bug in it costs this client a 451,
+        never the connection or anybody else's session (STYLE.md §4).
+        """
         try:
-            sasl_active = self._sasl is not None
-            result = self._sasl_response(line) if sasl_active else self._command(line)
+            result = step(*args)
         except Exception:
             log.failure("Unexpected error in SMTP session from {client}", client=self.client_ip)
             self._tx = None
@@ -533,12 +555,12 @@ class SMTPSession(FramedProtocol):
         self._send(replies.START_DATA)
         self.start_data(DataReader(self.settings.max_message_size, self.settings.max_text_line))
 
-    def data_finished(self, reader: DataReader) -> None:
+    def _body_done(self, reader: DataReader) -> Deferred[None] | None:
         self._last_input = self._clock.seconds()
         if reader.error is not None:
             self._refuse_body(reader.error)
-            return
-        self._deliver_now(reader.message())
+            return None
+        return self._deliver_now(reader.message())
 
     def do_bdat(self, arg: str) -> None:
         parts = arg.split()
@@ -552,46 +574,44 @@ class SMTPSession(FramedProtocol):
         tx = self._tx
         # RFC 3030 §2: the chunk is read whatever the answer will be.
         ready = self._ready_for_body(tx) is None
-        if ready and tx is not None and not tx.bdat_failed and tx.chunks is None:
+        if ready and tx is not None and tx.chunks is None:
             tx.chunks = ChunkCollector(self.settings.max_message_size, self.settings.max_text_line)
         self.start_chunk(int(parts[0]))
 
     def chunk_data(self, data: bytes) -> None:
         tx = self._tx
-        if tx is not None and tx.chunks is not None and not tx.bdat_failed:
+        if tx is not None and tx.chunks is not None:
             tx.chunks.add(data)
 
-    def chunk_finished(self) -> None:
+    def _chunk_done(self) -> Deferred[None] | None:
         self._last_input = self._clock.seconds()
         tx = self._tx
         problem = self._ready_for_body(tx)
-        if problem is not None or tx is None or tx.chunks is None or tx.bdat_failed:
+        if problem is not None or tx is None or tx.chunks is None:
             self._send(problem or replies.NEED_MAIL)
-            return
+            return None
         chunks = tx.chunks
         if chunks.error is DataError.TOO_BIG:
             self._refuse_body(DataError.TOO_BIG)
-            return
+            return None
         if not self._bdat_last:
             self._send(replies.chunk_received(chunks.size))
-            return
+            return None
         message = chunks.finish()
         if chunks.error is not None:
             self._refuse_body(chunks.error)
-            return
-        self._deliver_now(message)
+            return None
+        return self._deliver_now(message)
 
     def _refuse_body(self, error: DataError) -> None:
         log.info("Refused message from {client}: {why}", client=self.client_ip, why=error.value)
         self._tx = None
         self._send(_DATA_ERRORS[error])
 
-    def _deliver_now(self, body: bytes) -> None:
+    def _deliver_now(self, body: bytes) -> Deferred[None]:
         tx, self._tx = self._tx, None
         assert tx is not None
-        d = self._accept(tx, body)
-        if d is not None:
-            self._wait_for(d)
+        return self._accept(tx, body)
 
     def _accept(self, tx: _Transaction, body: bytes) -> Deferred[None]:
         """Add our headers and deliver; 250 only once everything is durable."""
@@ -635,7 +655,10 @@ class SMTPSession(FramedProtocol):
             self._send(replies.queued(info.message_id))
 
         def failed(failure: Failure) -> None:
-            log.failure("Delivery of {id} failed", failure, id=info.message_id)
+            if isinstance(failure.value, MailError):  # expected; delivery logged the detail
+                log.warn("Delivery of {id} failed: {why!r}", id=info.message_id, why=failure.value)
+            else:
+                log.failure("Delivery of {id} failed", failure, id=info.message_id)
             self._send(replies.for_error(failure.value or Exception()))
 
         done: Deferred[None] = d.addCallbacks(delivered, failed)
