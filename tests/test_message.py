@@ -609,6 +609,20 @@ def test_attachment_filenames_rfc2231_and_rfc2047() -> None:
     assert only == [Attachment(0, "über.pdf", "application/pdf", 1, (1,))]
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Content-Type: application/pdf; name="grüße.pdf"'.encode(),
+        'Content-Disposition: attachment; filename="grüße.pdf"'.encode("latin-1"),
+        b"Content-Disposition: attachment; filename*=iso-8859-1'de'gr%FC%DFe.pdf",
+        b'Content-Disposition: attachment; filename*0="gr"; filename*1="\xc3\xbc\xc3\x9fe.pdf"',
+    ],
+)
+def test_raw_eight_bit_and_rfc2231_filenames(header: bytes) -> None:
+    raw = header + b"\r\nContent-Type: application/pdf\r\n\r\nx"
+    assert [a.filename for a in ParsedMessage.parse(raw).attachments()] == ["grüße.pdf"]
+
+
 def test_forwarded_message_is_one_attachment() -> None:
     parsed = ParsedMessage.parse(NESTED_RFC822)
     assert [(a.content_type, a.part) for a in parsed.attachments()] == [("message/rfc822", (2,))]

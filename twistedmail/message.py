@@ -5,8 +5,8 @@ A parsed message: what IMAP FETCH/SEARCH and the HTTP API need to know.
 bytes (`twistedmail._mime`), so every IMAP section is an exact slice, header
 case and duplicate fields survive, and raw 8-bit headers are served as they
 came.  Decoded views (RFC 2047 headers, transfer-decoded and charset-decoded
-text, RFC 2231 filenames) are computed on demand with the stdlib ``email``
-helpers and never feed back into what IMAP serves.
+text, RFC 2231 filenames) are computed on demand (with the stdlib for dates)
+and never feed back into what IMAP serves.
 
 Cost: parsing is linear in the message size (a few ``bytes.find`` passes
 per nesting level over the body; only header blocks are walked line by
@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import binascii
 import codecs
-import contextlib
 import email.utils
 import re
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 from twistedmail._mime import Part, parse_entity, parse_params
 from twistedmail.imap import structure
@@ -289,18 +287,33 @@ def _is_attachment(part: Part) -> bool:
 
 
 def filename(part: Part) -> str | None:
-    """The part's file name: RFC 2231 parameters, then RFC 2047 words."""
-    message = BytesHeaderParser(policy=compat32).parsebytes(part.header_bytes)
-    try:
-        name = message.get_filename()
-    except (LookupError, ValueError, TypeError):  # hostile RFC 2231 charsets
-        return None
-    if name is None:
-        return None
-    # 8-bit bytes come back as surrogate escapes; RFC 2231 gives real text.
-    with contextlib.suppress(UnicodeEncodeError):
-        name = _text(name.encode("ascii", "surrogateescape"))
-    return decode_words(name)
+    """
+    The part's file name, decoded.
+
+    Content-Disposition ``filename`` first, then Content-Type ``name``
+    (RFC 2183 §2.3; the latter is what old mailers send).  RFC 2231 values
+    (continuations already joined by `twistedmail._mime.parse_params`) are
+    percent- and charset-decoded; plain ones may hold RFC 2047 words (not
+    standard, but common) or raw UTF-8.  The stdlib's ``get_filename`` is
+    not used: it turns raw 8-bit names into replacement characters.
+    """
+    _, disposition = _disposition(part)
+    for params, key in ((disposition, b"filename"), (list(part.content_type.params), b"name")):
+        for name, value in params:
+            if name.lower() == key + b"*":
+                return _rfc2231_value(value)
+        for name, value in params:
+            if name.lower() == key:
+                return decode_words(_text(value))
+    return None
+
+
+def _rfc2231_value(value: bytes) -> str:
+    """``charset'language'percent-encoded`` (RFC 2231 §4) as text."""
+    charset, data = b"", value
+    if value.count(b"'") >= 2:
+        charset, _language, data = value.split(b"'", 2)
+    return _text(urllib.parse.unquote_to_bytes(data), charset or None)
 
 
 def _decoded_size(part: Part) -> int:
