@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpd_harness import BOB, CAROL, World, world  # type: ignore[import-not-found]
+from smtpd_harness import BOB, CAROL, world  # type: ignore[import-not-found]
 
 from twistedmail.delivery import Delivery
 from twistedmail.interfaces import NoSuchUser, RelayDenied, TemporaryFailure
 from twistedmail.model import Envelope, Recipient
-from twistedmail.routing import LocalRoute, RemoteRoute, local_users, remote_recipients, route
+from twistedmail.routing import (
+    LocalRoute,
+    RemoteRoute,
+    Route,
+    local_users,
+    remote_recipients,
+    route,
+)
 
 __all__ = ["world"]
 
@@ -28,7 +35,8 @@ def test_routing_decisions(world):
     assert remote == RemoteRoute(Recipient("x@remote.example"))
     with pytest.raises(ValueError):
         route(world.accounts, Recipient("not an address"), may_relay=True)
-    routes = [local, remote, route(world.accounts, Recipient(BOB), may_relay=False), remote]
+    routes: list[Route] = [local, remote, route(world.accounts, Recipient(BOB), may_relay=False)]
+    routes.append(remote)
     assert local_users(routes) == (BOB, CAROL)
     assert remote_recipients(routes) == (Recipient("x@remote.example"),)
 
@@ -37,7 +45,7 @@ def test_routing_decisions(world):
 async def test_delivery_stores_once_per_user_and_queues_once(world):
     delivery = Delivery(world.store, world.outbox)
     recipients = (Recipient(BOB), Recipient("team@hamburger.edu"), Recipient("x@remote.example"))
-    routes = [route(world.accounts, r, may_relay=True) for r in recipients]
+    routes: list[Route] = [route(world.accounts, r, may_relay=True) for r in recipients]
     envelope = Envelope("alice@hamburger.edu", recipients, ret="FULL")
     done = await delivery.deliver(envelope, b"Subject: s\r\n\r\nbody\r\n", routes)
     assert [user for user, _ in done.stored] == [BOB, CAROL]
@@ -56,7 +64,8 @@ async def test_delivery_stores_once_per_user_and_queues_once(world):
 async def test_remote_without_outbox_is_a_temporary_failure(world):
     delivery = Delivery(world.store, None)
     assert not delivery.can_relay
-    routes = [RemoteRoute(Recipient("x@remote.example")), LocalRoute(Recipient(BOB), (BOB,))]
+    routes: list[Route] = [RemoteRoute(Recipient("x@remote.example"))]
+    routes.append(LocalRoute(Recipient(BOB), (BOB,)))
     with pytest.raises(TemporaryFailure):
         await delivery.deliver(Envelope("", (Recipient("x@remote.example"),)), b"x\r\n", routes)
     assert await world.inbox(BOB) == []
