@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpd_harness import BOB, CAROL, World, body_of, memory_world, world  # noqa: F401
+from smtpd_harness import BOB, CAROL, World, body_of, world  # type: ignore[import-not-found]
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
 from twistedmail.model import Recipient
 from twistedmail.smtp.client import CHUNK_SIZE, ClientOptions, TLSPolicy, Transaction, deliver
+
+__all__ = ["world"]
 
 
 def _reactor() -> Any:
@@ -36,9 +38,9 @@ def dotty_message() -> bytes:
     return bytes(out)
 
 
-async def send(world: World, txn: Transaction) -> Any:
+async def send(mail: World, txn: Transaction) -> Any:
     reactor = _reactor()
-    factory = world.factory()
+    factory = mail.factory()
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     try:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5)
