@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smtpd_harness import BOB, Client, World, make_accounts  # type: ignore[import-not-found]
 
+from twistedmail.smtp.data import DataReader
 from twistedmail.smtp.params import ParamError, parse_mail_from, parse_rcpt_to
 from twistedmail.smtp.server import Role, SmtpSettings
 from twistedmail.store.memory import MemoryStore
@@ -96,3 +97,31 @@ async def test_good_client_after_fuzzing_gets_its_mail_stored(world):
         b"EHLO ok\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@hamburger.edu>\r\nDATA\r\nhi\r\n.\r\n"
     )
     assert len(await world.inbox(BOB)) == 1
+
+
+data_bytes = st.lists(
+    st.sampled_from([b"\r\n", b".", b"\r", b"\n", b"a", b"..", b"\r\n.\r\n", b"x" * 40]),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=data_bytes, cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=8))
+def test_data_reader_is_independent_of_how_input_is_cut(data, cuts):
+    """Where TCP splits the stream must never change the end, the bytes or the verdict."""
+    whole = DataReader(500, max_line=100)
+    expected = whole.feed(data)
+    pieces = DataReader(500, max_line=100)
+    used = None
+    start = 0
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
+        got = pieces.feed(data[start:cut])
+        if got is not None:
+            used = start + got
+            break
+        start = cut
+    assert used == expected
+    assert pieces.error == whole.error
+    if expected is not None:
+        assert pieces.message() == whole.message()
+        assert data[:expected].endswith(b".\r\n")
