@@ -243,3 +243,25 @@ async def test_one_full_mailbox_means_nobody_gets_it(tmp_path):
     await c.lines("MAIL FROM:<a@b.c>", "RCPT TO:<bob@hamburger.edu>", "DATA")
     assert (await c.send(b"y\r\n.\r\n")).startswith(b"250 ")
     assert body_of((await w.inbox(BOB))[0]) == b"y\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_waits_for_a_pending_delivery_then_says_421(memory_world):
+    from twisted.internet.defer import Deferred
+
+    c = await logged_in(memory_world)
+    hold: Deferred[str] = Deferred()
+    memory_world.outbox.hold = hold
+    c.session.dataReceived(
+        b"MAIL FROM:<alice@hamburger.edu>\r\nRCPT TO:<x@remote.example>\r\nDATA\r\n"
+        b"hello\r\n.\r\nMAIL FROM:<alice@hamburger.edu>\r\n"
+    )
+    c.take()
+    stopped = c.session.factory.stopService()
+    assert not stopped.called and not c.closed
+    hold.callback("Q1")
+    out = c.take().split(b"\r\n")
+    assert out[0].startswith(b"250 2.0.0 Ok: queued as ")
+    assert out[1:] == [b"421 4.3.2 Service shutting down, try again later", b""]
+    assert c.closed
+    await stopped

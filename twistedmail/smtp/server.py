@@ -18,10 +18,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from twisted.application.service import IService, Service
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twistedmail.delivery import Delivery
 from twistedmail.interfaces import IMailStore, IOutbox
@@ -35,10 +38,12 @@ __all__ = ["Role", "SMTPFactory", "SMTPSession", "SmtpSettings"]
 log = Logger()
 
 
-class SMTPFactory(ServerFactory):
+@implementer(IService)
+class SMTPFactory(ServerFactory, Service):
     """
     Builds sessions for one listener and enforces the connection limits
-    (total and per client address) across them.
+    (total and per client address) across them.  Also an `IService`, whose
+    stop says 421 to every session after any pending delivery is answered.
     """
 
     def __init__(
@@ -91,7 +96,17 @@ class SMTPFactory(ServerFactory):
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def shut_down(self) -> None:
-        """Say 421 to every session and close them (the daemon is stopping)."""
-        for session in list(self._sessions):
-            session.shut_down()
+    def shut_down(self) -> Deferred[None]:
+        """
+        Say 421 to every session and close them; fires when all pending
+        deliveries have been answered.
+        """
+        sessions = [session.shut_down() for session in list(self._sessions)]
+        done: Deferred[None] = DeferredList(sessions).addCallback(lambda _: None)
+        return done
+
+    # IService: service.py adds this factory to the tree so stopping the
+    # daemon closes sessions politely.
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        return self.shut_down()

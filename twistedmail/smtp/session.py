@@ -136,9 +136,16 @@ class SMTPSession(FramedProtocol):
             self._admitted = False
             self.factory.release(self)
 
-    def shut_down(self) -> None:
-        """The server is stopping: tell the client (RFC 5321 §3.8) and close."""
-        self._send(replies.SHUTTING_DOWN)
+    def shut_down(self) -> Deferred[None]:
+        """
+        The server is stopping: take no new command, let a pending delivery
+        finish and answer (a 421 in its place would make the client send the
+        message again), then say 421 (RFC 5321 §3.8) and close.
+        """
+        self.stop_input()
+        d = self.settled()
+        d.addCallback(lambda _: self._send(replies.SHUTTING_DOWN))
+        return d
 
     def _check_idle(self) -> None:
         self._timer = None
