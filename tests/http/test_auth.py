@@ -1,0 +1,185 @@
+"""
+Logging in and out over HTTP: tokens, the cookie, Basic, the throttle, CSRF,
+and the security headers every response carries.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+from http_harness import ALICE, BOB, PASSWORDS, Server, call  # type: ignore[import-not-found]
+
+SECURITY_HEADERS = (
+    "content-security-policy",
+    "x-content-type-options",
+    "referrer-policy",
+    "x-frame-options",
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_answers_token_and_sets_strict_httponly_cookie(server: Server) -> None:
+    client = server.client()
+    r = await call(
+        client, "POST", "/api/session", json_body={"address": ALICE, "password": PASSWORDS[ALICE]}
+    )
+    assert r.status == 201
+    body = r.json()
+    assert body["user"] == ALICE
+    assert "al@example.test" in body["addresses"]
+    assert len(body["token"]) >= 40
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("twistedmail_session=" + body["token"])
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
+    # The cookie alone authenticates (the page's way).
+    r = await call(client, "GET", "/api/session")
+    assert r.status == 200 and r.json()["user"] == ALICE
+
+
+@pytest_twisted.ensureDeferred
+async def test_bearer_token_and_logout(memory_server: Server) -> None:
+    client = await memory_server.login()
+    assert (await call(client, "GET", "/api/mailboxes")).status == 200
+    r = await call(client, "DELETE", "/api/session")
+    assert r.status == 204
+    r = await call(client, "GET", "/api/mailboxes")
+    assert r.status == 401 and r.error_code == "unauthorized"
+    assert "www-authenticate" in r.headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_basic_auth_for_scripts(memory_server: Server) -> None:
+    client = memory_server.client(basic=(BOB, PASSWORDS[BOB]))
+    r = await call(client, "GET", "/api/session")
+    assert r.status == 200 and r.json()["user"] == BOB
+    wrong = memory_server.client(basic=(BOB, "nope"))
+    r = await call(wrong, "GET", "/api/mailboxes")
+    assert r.status == 401 and r.error_code == "bad_credentials"
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_api_route_needs_credentials(memory_server: Server) -> None:
+    client = memory_server.client()
+    for method, path in [
+        ("GET", "/api/mailboxes"),
+        ("POST", "/api/mailboxes"),
+        ("GET", "/api/mailboxes/INBOX/messages"),
+        ("GET", "/api/mailboxes/INBOX/messages/1"),
+        ("GET", "/api/mailboxes/INBOX/messages/1/raw"),
+        ("DELETE", "/api/mailboxes/INBOX/messages/1"),
+        ("POST", "/api/messages"),
+        ("GET", "/api/events"),
+    ]:
+        r = await call(client, method, path, json_body={})
+        assert r.status == 401, (method, path, r.status)
+        assert r.error_code == "unauthorized"
+    bogus = memory_server.client(token="not-a-token")
+    assert (await call(bogus, "GET", "/api/mailboxes")).status == 401
+    cookie = memory_server.client(cookie="twistedmail_session=forged")
+    assert (await call(cookie, "GET", "/api/mailboxes")).status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_login_input_names_the_field(memory_server: Server) -> None:
+    client = memory_server.client()
+    r = await call(client, "POST", "/api/session", json_body={"password": "x"})
+    assert r.status == 400 and r.json()["error"]["field"] == "address"
+    r = await call(client, "POST", "/api/session", json_body={"address": ALICE})
+    assert r.status == 400 and r.json()["error"]["field"] == "password"
+    r = await call(
+        client,
+        "POST",
+        "/api/session",
+        body=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status == 400 and r.json()["error"]["field"] == "body"
+    # A cross-site HTML form cannot send JSON: form-encoded logins are refused.
+    r = await call(
+        client,
+        "POST",
+        "/api/session",
+        body=b"address=a&password=b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status == 415
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_logins_are_throttled_even_with_the_right_password(
+    memory_server: Server,
+) -> None:
+    client = memory_server.client()
+    for _ in range(5):
+        r = await call(
+            client, "POST", "/api/session", json_body={"address": ALICE, "password": "guess"}
+        )
+        assert r.status == 401
+    r = await call(
+        client, "POST", "/api/session", json_body={"address": ALICE, "password": PASSWORDS[ALICE]}
+    )
+    assert r.status == 429 and r.error_code == "too_many_attempts"
+    assert int(r.headers["retry-after"]) > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_cookie_changes_need_json_or_custom_header(memory_server: Server) -> None:
+    """CSRF: a cross-site form can send the cookie, but neither JSON nor our header."""
+    client = memory_server.client()
+    r = await call(
+        client, "POST", "/api/session", json_body={"address": ALICE, "password": PASSWORDS[ALICE]}
+    )
+    assert client.cookie is not None
+    r = await call(
+        client,
+        "POST",
+        "/api/mailboxes",
+        body=b"name=Evil",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status == 403 and r.error_code == "csrf"
+    r = await call(client, "DELETE", "/api/mailboxes/Archive")
+    assert r.status == 403 and r.error_code == "csrf"
+    r = await call(
+        client, "DELETE", "/api/mailboxes/Archive", headers={"X-Requested-With": "fetch"}
+    )
+    assert r.status == 204
+    r = await call(client, "POST", "/api/mailboxes", json_body={"name": "Fine"})
+    assert r.status == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_security_headers_on_every_response(memory_server: Server) -> None:
+    client = memory_server.client()
+    token_client = await memory_server.login()
+    for who, method, path in [
+        (client, "GET", "/"),
+        (client, "GET", "/app.js"),
+        (client, "GET", "/healthz"),
+        (client, "GET", "/api/openapi.json"),
+        (client, "GET", "/api/mailboxes"),  # 401
+        (client, "GET", "/nope"),  # 404
+        (token_client, "GET", "/api/mailboxes"),
+        (token_client, "PUT", "/api/mailboxes"),  # 405
+    ]:
+        r = await call(who, method, path)
+        for header in SECURITY_HEADERS:
+            assert header in r.headers, (path, header)
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        if r.status >= 400:
+            assert r.headers["content-type"].startswith("application/json")
+            assert "Traceback" not in r.body.decode()
+    page = await call(client, "GET", "/")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_route_and_wrong_method(memory_server: Server) -> None:
+    client = await memory_server.login()
+    r = await call(client, "GET", "/api/nothing")
+    assert r.status == 404 and r.error_code == "not_found"
+    r = await call(client, "PUT", "/api/mailboxes")
+    assert r.status == 405 and "GET" in r.headers["allow"] and "POST" in r.headers["allow"]
