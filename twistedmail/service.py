@@ -38,7 +38,12 @@ from twisted.python.failure import Failure
 from twistedmail.accounts import Accounts
 from twistedmail.auth import make_portal
 from twistedmail.config import IMPLICIT_TLS_LISTENERS, Config, ConfigError
-from twistedmail.interfaces import IMailStore, IStoreMaker, MailError
+from twistedmail.delivery import Delivery
+from twistedmail.interfaces import IMailStore, IOutbox, IStoreMaker, MailError
+from twistedmail.model import Envelope
+from twistedmail.outbound.queue import OutboundQueue
+from twistedmail.outbound.runner import OutboundSettings, QueueRunner
+from twistedmail.routing import route
 from twistedmail.store.makers import store_makers
 from twistedmail.tls import server_tls_options
 
@@ -60,6 +65,10 @@ class ServiceContext:
     portal: Portal
     tls: CertificateOptions
     """The server certificate for STARTTLS and implicit-TLS listeners."""
+    outbox: IOutbox
+    """The durable outbound queue: remote recipients of authenticated senders."""
+    delivery: Delivery
+    """The one path from an accepted message to the store and the queue."""
 
 
 # --- The protocols ------------------------------------------------------------------
@@ -72,7 +81,29 @@ class ServiceContext:
 
 def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
     """``smtp`` (MX, no AUTH), ``submission`` (STARTTLS + AUTH) and ``submissions``."""
-    return None
+    from twistedmail.smtp.server import Role, SMTPFactory, SmtpSettings
+
+    c = ctx.config.smtp
+    settings = SmtpSettings(
+        max_message_size=c.max_message_size,
+        max_recipients=c.max_recipients,
+        idle_timeout=float(c.idle_timeout),
+        max_connections=c.max_connections,
+        max_connections_per_client=c.max_connections_per_client,
+        max_auth_failures=c.max_auth_failures,
+        allow_plaintext_auth_on_loopback=c.allow_plaintext_auth_on_loopback,
+    )
+    return SMTPFactory(
+        Role(role),
+        settings,
+        ctx.config.server.hostname,
+        ctx.accounts,
+        ctx.store,
+        ctx.portal,
+        ctx.outbox,
+        ctx.tls,
+        ctx.reactor,
+    )
 
 
 def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
@@ -331,6 +362,40 @@ def _listener(
     return listener
 
 
+def outbound_settings(config: Config) -> OutboundSettings:
+    """``[outbound]`` and ``[routes]`` as the queue runner wants them."""
+    c = config.outbound
+    return OutboundSettings(
+        retry_schedule=tuple(float(s) for s in c.retry_schedule),
+        max_age=float(c.max_age),
+        delay_warning=float(c.delay_warning) or None,
+        max_concurrency=c.max_concurrency,
+        max_per_destination=c.max_per_destination,
+        relay_host=c.relay_host,
+        relay_username=c.relay_username,
+        relay_password=c.relay_password,
+        relay_require_tls=c.relay_require_tls,
+        routes=tuple(sorted(config.routes.items())),
+        nameservers=c.nameservers,
+    )
+
+
+def _local_delivery(
+    accounts: Accounts, delivery: Delivery
+) -> Callable[[Envelope, bytes], Deferred[None]]:
+    """
+    What the queue runner calls for local recipients (bounces to local
+    senders, mail for local domains that reached the queue): the same
+    routing and delivery as SMTP, with relaying off.
+    """
+
+    async def deliver(envelope: Envelope, message: bytes) -> None:
+        routes = [route(accounts, r, may_relay=False) for r in envelope.recipients]
+        await delivery.deliver(envelope, message, routes)
+
+    return lambda envelope, message: Deferred.fromCoroutine(deliver(envelope, message))
+
+
 def make_service(
     config: Config, reactor: Any, protocols: Mapping[str, ProtocolEntry] = PROTOCOLS
 ) -> MailService:
@@ -353,6 +418,8 @@ def make_service(
     except MailError as e:
         raise ConfigError(str(e)) from None
     store = _open_store(maker, data_dir, reactor)
+    queue = OutboundQueue(os.path.join(data_dir, "queue"), reactor)
+    delivery = Delivery(store, queue)
     ctx = ServiceContext(
         config=config,
         reactor=reactor,
@@ -361,8 +428,20 @@ def make_service(
         accounts=accounts,
         portal=make_portal(accounts, store, reactor),
         tls=tls,
+        outbox=queue,
+        delivery=delivery,
     )
     root = MailService(ctx)
+    runner = QueueRunner(
+        queue,
+        outbound_settings(config),
+        clock=reactor,
+        reactor=reactor,
+        hostname=config.server.hostname,
+        is_local=accounts.is_local_domain,
+        deliver_local=_local_delivery(accounts, delivery),
+    )
+    runner.setServiceParent(root)  # type: ignore[no-untyped-call]
     for role in protocols:
         description = getattr(config.listeners, role)
         if description is None:
