@@ -36,6 +36,8 @@ COMMAND_GROUPS: tuple[tuple[str, str], ...] = (
     ("twistedmail.cli", "register_user_commands"),
     ("twistedmail.cli", "register_alias_commands"),
     ("twistedmail.cli", "register_domain_commands"),
+    ("twistedmail.outbound.admin", "register"),
+    ("twistedmail.outbound.compose", "register_send"),
 )
 
 
