@@ -185,7 +185,8 @@ def message(
 ) -> bytes:
     return (
         f"From: Carol <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        f"Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <{subject.replace(' ', '.')}@remote.test>\r\n"
+        "Date: Fri, 27 Nov 2026 08:00:00 +0000\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@remote.test>\r\n"
         f"{extra}\r\n{body}"
     ).encode()
 

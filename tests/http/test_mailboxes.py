@@ -18,7 +18,7 @@ async def test_list_has_special_use_and_counters(server: Server) -> None:
     r = await call(client, "GET", "/api/mailboxes")
     assert r.status == 200
     boxes = by_name(r.json())
-    assert list(boxes)[0] == "INBOX"
+    assert next(iter(boxes)) == "INBOX"
     assert boxes["INBOX"]["total"] == 2 and boxes["INBOX"]["unseen"] == 2
     assert boxes["INBOX"]["size"] == len(message("one")) + len(message("two"))
     assert boxes["Sent"]["special_use"] == "sent"
