@@ -102,7 +102,7 @@ class Keywords:
         extra = set()
         kept = {c for c in old if c not in _LETTER_FLAGS and not self._owned(c)}
         letters = set(kept)
-        for flag in flags:
+        for flag in sorted(flags):  # new letters in a reproducible order
             if flag in FLAG_LETTERS:
                 letters.add(FLAG_LETTERS[flag])
             elif flag.startswith("\\"):
