@@ -47,19 +47,20 @@ CONFIGS = [(1, False), (1, True), (10, False), (10, True)]
 # --- the servers (run in child processes) -----------------------------------------
 
 
-def serve_ours(data_dir: str, port_file: str) -> None:
+def serve_ours(data_dir: str, port_file: str, memory: bool = False) -> None:
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
 
     from twistedmail.accounts import Accounts
     from twistedmail.smtp.server import Role, SMTPFactory, SmtpSettings
     from twistedmail.store.maildir import MaildirStore
+    from twistedmail.store.memory import MemoryStore
 
     reactor: Any = _reactor
     globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
     accounts = Accounts(os.path.join(data_dir, "accounts.json"), scrypt_n=2)
     accounts.add_user(RECIPIENT, "x")
-    store = MaildirStore(data_dir, reactor)
+    store = MemoryStore() if memory else MaildirStore(data_dir, reactor)
     settings = SmtpSettings(max_connections=10_000, max_connections_per_client=10_000)
     factory = SMTPFactory(
         Role.MX, settings, "bench.test", accounts, store, None, None, None, reactor
@@ -183,11 +184,13 @@ def smtp_source(port: int, sessions: int, keep_open: bool, messages: int, size: 
     return time.perf_counter() - start
 
 
-def run_child(python: str, kind: str, sessions: int, keep: bool, n: int, size: int) -> Result:
+def run_child(
+    python: str, kind: str, sessions: int, keep: bool, n: int, size: int, check: bool = True
+) -> Result:
     child = Child(python, kind)
     try:
         elapsed = smtp_source(child.port, sessions, keep, n, size)
-        stored = count_stored(child.data_dir)
+        stored = count_stored(child.data_dir) if check else n
     finally:
         peak = child.stop()
     if stored != n:
@@ -236,12 +239,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--aiosmtpd-python", default=sys.executable)
     parser.add_argument("--peer", action="append", default=[], help="NAME=HOST:PORT")
-    parser.add_argument("--serve", choices=["ours", "aiosmtpd"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--with-memory",
+        action="store_true",
+        help="also run ours on the in-memory store (no disk): the protocol engine alone",
+    )
+    parser.add_argument(
+        "--serve", choices=["ours", "ours-memory", "aiosmtpd"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve == "ours":
-        return serve_ours(args.data, args.port_file)
+    if args.serve in ("ours", "ours-memory"):
+        return serve_ours(args.data, args.port_file, memory=args.serve == "ours-memory")
     if args.serve == "aiosmtpd":
         return serve_aiosmtpd(args.data, args.port_file)
     if not os.path.exists(SMTP_SOURCE):
@@ -257,10 +267,18 @@ def main() -> None:
             f"aiosmtpd peer skipped: {args.aiosmtpd_python} cannot import aiosmtpd "
             "(make a scratch venv with `pip install aiosmtpd` and pass --aiosmtpd-python)."
         )
+    if args.with_memory:
+        results["ours-memory"] = [
+            run_child(sys.executable, "ours-memory", s, k, n, size, check=False) for s, k in CONFIGS
+        ]
     for spec in args.peer:
         name, _, address = spec.partition("=")
         results[name] = [run_peer(address, s, k, n, size) for s, k in CONFIGS]
     print(f"{n} messages of {size} octets, every one fsync'd before 250 ({os.cpu_count()} CPUs)")
+    if args.with_memory:
+        print(
+            "(ours-memory keeps mail in memory: no disk, no fsync; not comparable for durability)"
+        )
     for line in rows(results):
         print(line)
 
