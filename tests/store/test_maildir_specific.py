@@ -350,6 +350,51 @@ async def test_two_stores_on_one_maildir_never_share_a_uid(stores):
     assert info == result.changed[0]
 
 
+_CHILD = """
+import sys
+from twisted.internet import defer, task
+from twistedmail.store.maildir import MaildirStore
+
+async def main(reactor, data_dir, count):
+    store = MaildirStore(data_dir, reactor)
+    account = await store.account("alice@example.test")
+    for start in range(0, count, 5):
+        batch = [account.deliver(b"Subject: child\\r\\n\\r\\n") for n in range(5)]
+        for appended in await defer.gatherResults(batch):
+            print(appended.info.uid)
+    await store.close()
+
+task.react(lambda r: defer.Deferred.fromCoroutine(main(r, sys.argv[1], int(sys.argv[2]))))
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_process_delivering_at_the_same_time(stores, tmp_path):
+    """A real second process: only the flock and re-reading keep UIDs apart."""
+    import sys
+
+    account = await stores().account(ALICE)
+    child = threads.deferToThread(
+        subprocess.run,
+        [sys.executable, "-c", _CHILD, str(tmp_path), "100"],
+        capture_output=True,
+        timeout=120,
+    )
+    ours: list[int] = []
+    while not child.called or len(ours) < 20:
+        batch = await gatherResults([account.deliver(message(n)) for n in range(5)])
+        ours += [a.info.uid for a in batch]
+    done = await child
+    assert done.returncode == 0, done.stderr.decode()
+    theirs = [int(line) for line in done.stdout.split()]
+    assert len(theirs) == 100
+    assert not set(ours) & set(theirs)
+    uids = [i.uid for i in await account.messages("INBOX")]
+    assert uids == sorted(ours + theirs) == list(range(1, len(uids) + 1))
+    again = await stores().account(ALICE)
+    assert [i.uid for i in await again.messages("INBOX")] == uids
+
+
 # --- persistence and crashes ------------------------------------------------------------
 
 
