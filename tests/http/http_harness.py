@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import pytest_twisted
+import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
@@ -35,6 +35,15 @@ BOB = "bob@example.test"
 PASSWORDS = {ALICE: "alice-secret", BOB: "bob-secret"}
 FAST_SCRYPT = 2**10
 SETTINGS = HttpSettings(hostname="mail.example.test", max_upload_size=3_000_000)
+
+
+_Test = TypeVar("_Test", bound=Callable[..., Coroutine[Any, Any, None]])
+
+
+def ensure_deferred(test: _Test) -> _Test:
+    """pytest_twisted.ensureDeferred, typed (the package has no type hints)."""
+    result: _Test = pytest_twisted.ensureDeferred(test)
+    return result
 
 
 @implementer(IOutbox)
@@ -155,7 +164,9 @@ def start_server(
     backend: str, data_dir: Path, settings: HttpSettings = SETTINGS
 ) -> Iterator[Server]:
     """Build and listen; a generator for fixtures (tears down after the yield)."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     accounts = Accounts.in_data_dir(str(data_dir), scrypt_n=FAST_SCRYPT)
     for user, password in PASSWORDS.items():

@@ -5,8 +5,14 @@ and the security headers every response carries.
 
 from __future__ import annotations
 
-import pytest_twisted
+from collections.abc import Callable
+from typing import Any
+
+import pytest_twisted  # type: ignore[import-untyped]
 from http_harness import ALICE, BOB, PASSWORDS, Server, call  # type: ignore[import-not-found]
+
+#: pytest_twisted.ensureDeferred, typed (the package has no type hints).
+ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred
 
 SECURITY_HEADERS = (
     "content-security-policy",
@@ -16,7 +22,7 @@ SECURITY_HEADERS = (
 )
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_login_answers_token_and_sets_strict_httponly_cookie(server: Server) -> None:
     client = server.client()
     r = await call(
@@ -36,7 +42,7 @@ async def test_login_answers_token_and_sets_strict_httponly_cookie(server: Serve
     assert r.status == 200 and r.json()["user"] == ALICE
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_bearer_token_and_logout(memory_server: Server) -> None:
     client = await memory_server.login()
     assert (await call(client, "GET", "/api/mailboxes")).status == 200
@@ -47,7 +53,7 @@ async def test_bearer_token_and_logout(memory_server: Server) -> None:
     assert "www-authenticate" in r.headers
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_basic_auth_for_scripts(memory_server: Server) -> None:
     client = memory_server.client(basic=(BOB, PASSWORDS[BOB]))
     r = await call(client, "GET", "/api/session")
@@ -57,7 +63,7 @@ async def test_basic_auth_for_scripts(memory_server: Server) -> None:
     assert r.status == 401 and r.error_code == "bad_credentials"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_every_api_route_needs_credentials(memory_server: Server) -> None:
     client = memory_server.client()
     for method, path in [
@@ -79,7 +85,7 @@ async def test_every_api_route_needs_credentials(memory_server: Server) -> None:
     assert (await call(cookie, "GET", "/api/mailboxes")).status == 401
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_bad_login_input_names_the_field(memory_server: Server) -> None:
     client = memory_server.client()
     r = await call(client, "POST", "/api/session", json_body={"password": "x"})
@@ -105,7 +111,7 @@ async def test_bad_login_input_names_the_field(memory_server: Server) -> None:
     assert r.status == 415
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_failed_logins_are_throttled_even_with_the_right_password(
     memory_server: Server,
 ) -> None:
@@ -122,7 +128,7 @@ async def test_failed_logins_are_throttled_even_with_the_right_password(
     assert int(r.headers["retry-after"]) > 0
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_cookie_changes_need_json_or_custom_header(memory_server: Server) -> None:
     """CSRF: a cross-site form can send the cookie, but neither JSON nor our header."""
     client = memory_server.client()
@@ -148,7 +154,7 @@ async def test_cookie_changes_need_json_or_custom_header(memory_server: Server) 
     assert r.status == 201
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_security_headers_on_every_response(memory_server: Server) -> None:
     client = memory_server.client()
     token_client = await memory_server.login()
@@ -176,7 +182,7 @@ async def test_security_headers_on_every_response(memory_server: Server) -> None
     assert "frame-ancestors 'none'" in policy
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_unknown_route_and_wrong_method(memory_server: Server) -> None:
     client = await memory_server.login()
     r = await call(client, "GET", "/api/nothing")

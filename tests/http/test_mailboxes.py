@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import pytest_twisted
+from collections.abc import Callable
+from typing import Any
+
+import pytest_twisted  # type: ignore[import-untyped]
 from http_harness import ALICE, BOB, Server, call, message  # type: ignore[import-not-found]
 
+#: pytest_twisted.ensureDeferred, typed (the package has no type hints).
+ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred
 
-def by_name(listing: dict) -> dict:
+
+def by_name(listing: dict[str, Any]) -> dict[str, Any]:
     return {m["name"]: m for m in listing["mailboxes"]}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_list_has_special_use_and_counters(server: Server) -> None:
     await server.deliver(ALICE, message("one"))
     await server.deliver(ALICE, message("two"))
@@ -26,7 +32,7 @@ async def test_list_has_special_use_and_counters(server: Server) -> None:
     assert boxes["INBOX"]["special_use"] is None
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_create_rename_delete_with_hierarchy(server: Server) -> None:
     client = await server.login()
     r = await call(client, "POST", "/api/mailboxes", json_body={"name": "Work/Projects"})
@@ -48,7 +54,7 @@ async def test_create_rename_delete_with_hierarchy(server: Server) -> None:
     assert r.status == 404 and r.error_code == "no_such_mailbox"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_utf8_mailbox_names(server: Server) -> None:
     client = await server.login()
     r = await call(client, "POST", "/api/mailboxes", json_body={"name": "Rechnungen/Übersicht"})
@@ -57,7 +63,7 @@ async def test_utf8_mailbox_names(server: Server) -> None:
     assert r.status == 200 and r.json()["mailbox"] == "Rechnungen/Übersicht"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_mailbox_errors(server: Server) -> None:
     client = await server.login()
     r = await call(client, "POST", "/api/mailboxes", json_body={"name": "Sent"})
@@ -82,7 +88,7 @@ async def test_mailbox_errors(server: Server) -> None:
     assert r.status == 400 and r.json()["error"]["field"] == "mailbox"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_each_user_sees_only_their_own_mailboxes(server: Server) -> None:
     alice = await server.login(ALICE)
     bob = await server.login(BOB)

@@ -5,7 +5,10 @@ parsed, raw, attachments, the sanitised HTML page, flags, move and delete.
 
 from __future__ import annotations
 
-import pytest_twisted
+from collections.abc import Callable
+from typing import Any
+
+import pytest_twisted  # type: ignore[import-untyped]
 from http_harness import (  # type: ignore[import-not-found]
     ALICE,
     BOB,
@@ -15,8 +18,11 @@ from http_harness import (  # type: ignore[import-not-found]
     multipart_message,
 )
 
+#: pytest_twisted.ensureDeferred, typed (the package has no type hints).
+ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred
 
-@pytest_twisted.ensureDeferred
+
+@ensure_deferred
 async def test_list_pages_sorted_newest_first(server: Server) -> None:
     for n in range(5):
         await server.deliver(ALICE, message(f"number {n}"))
@@ -39,7 +45,7 @@ async def test_list_pages_sorted_newest_first(server: Server) -> None:
     assert r.json()["messages"][0]["subject"] == "number 0"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_list_parameter_errors_name_the_parameter(memory_server: Server) -> None:
     client = await memory_server.login()
     base = "/api/mailboxes/INBOX/messages"
@@ -63,7 +69,7 @@ async def test_list_parameter_errors_name_the_parameter(memory_server: Server) -
     assert r.status == 404 and r.error_code == "no_such_mailbox"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_search_with_imap_criteria(server: Server) -> None:
     await server.deliver(ALICE, message("lunch today", sender="dave@remote.test"))
     await server.deliver(ALICE, message("project status", body="the budget is fine\r\n"))
@@ -92,7 +98,7 @@ async def test_search_with_imap_criteria(server: Server) -> None:
     assert r.json()["total"] == 2
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_get_one_message_parsed(server: Server) -> None:
     uid = await server.deliver(ALICE, multipart_message())
     client = await server.login()
@@ -118,7 +124,7 @@ async def test_get_one_message_parsed(server: Server) -> None:
     assert "https://tracker.test/pixel.gif" in r.json()["html"]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_raw_attachment_and_html_frame(server: Server) -> None:
     uid = await server.deliver(ALICE, multipart_message())
     client = await server.login()
@@ -148,11 +154,12 @@ async def test_raw_attachment_and_html_frame(server: Server) -> None:
     assert "img-src data: https: http:;" in r.headers["content-security-policy"]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_hostile_attachment_types_download_as_bytes(memory_server: Server) -> None:
     raw = (
         b"From: x@remote.test\r\nTo: alice@example.test\r\nSubject: svg\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n'
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\n"
         b"see attached\r\n--B\r\nContent-Type: text/html\r\n"
         b'Content-Disposition: attachment; filename="../../evil.html"\r\n\r\n'
         b"<script>alert(1)</script>\r\n--B--\r\n"
@@ -168,7 +175,7 @@ async def test_hostile_attachment_types_download_as_bytes(memory_server: Server)
     assert "sandbox" in r.headers["content-security-policy"]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_flags_move_and_delete(server: Server) -> None:
     uid = await server.deliver(ALICE, message("flag me"))
     client = await server.login()
@@ -204,7 +211,7 @@ async def test_flags_move_and_delete(server: Server) -> None:
     assert listing["total"] == 0
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_permanent_delete_and_update_errors(memory_server: Server) -> None:
     uid = await memory_server.deliver(ALICE, message("bye"))
     client = await memory_server.login()
@@ -233,7 +240,7 @@ async def test_permanent_delete_and_update_errors(memory_server: Server) -> None
     assert r.status == 404 and r.error_code == "no_such_message"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_no_user_reaches_another_users_messages(server: Server) -> None:
     uid = await server.deliver(ALICE, message("private"))
     bob = await server.login(BOB)
@@ -254,7 +261,7 @@ async def test_no_user_reaches_another_users_messages(server: Server) -> None:
     assert got["subject"] == "private" and got["seen"] is False
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_big_attachment_round_trip(memory_server: Server) -> None:
     import base64
 
@@ -262,7 +269,8 @@ async def test_big_attachment_round_trip(memory_server: Server) -> None:
     encoded = base64.encodebytes(blob).replace(b"\n", b"\r\n")
     raw = (
         b"From: x@remote.test\r\nTo: alice@example.test\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n'
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\n"
         b"big one\r\n--B\r\nContent-Type: application/octet-stream\r\n"
         b'Content-Disposition: attachment; filename="blob.bin"\r\n'
         b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--B--\r\n"

@@ -32,14 +32,27 @@ class Attachment:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Mailbox:
+    """An address with its optional display name."""
+
+    display: str
+    address: str
+
+    def header(self) -> str:
+        if not self.display:
+            return self.address
+        return email.utils.formataddr((self.display, self.address))
+
+
 @dataclass
 class Draft:
     """A validated send request."""
 
-    sender: str
-    to: list[str]
-    cc: list[str] = field(default_factory=list)
-    bcc: list[str] = field(default_factory=list)
+    sender: Mailbox
+    to: list[Mailbox]
+    cc: list[Mailbox] = field(default_factory=list)
+    bcc: list[Mailbox] = field(default_factory=list)
     subject: str = ""
     text: str | None = None
     html: str | None = None
@@ -49,11 +62,13 @@ class Draft:
 
     @property
     def recipients(self) -> list[str]:
-        return list(dict.fromkeys(self.to + self.cc + self.bcc))
+        """Every recipient address once, in order: the envelope's RCPT TOs."""
+        return list(dict.fromkeys(m.address for m in self.to + self.cc + self.bcc))
 
     @property
     def needs_utf8(self) -> bool:
-        return any(not a.isascii() for a in [self.sender, *self.recipients])
+        """An address (not a display name) is non-ASCII: RFC 6531 SMTPUTF8."""
+        return any(not a.isascii() for a in [self.sender.address, *self.recipients])
 
 
 # --- Reading the request ---------------------------------------------------------
@@ -135,20 +150,25 @@ def _header_text(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def _address(text: Any, label: str) -> str:
+def _address(text: Any, label: str) -> Mailbox:
+    """``addr@domain`` or ``Display Name <addr@domain>``, one of them only."""
     if not isinstance(text, str) or not text.strip():
         raise ApiError.bad(label, f"{label} must be an email address")
-    _display, address = email.utils.parseaddr(text.strip(), strict=True)
+    text = text.strip()
+    display, address = "", text
+    if text.endswith(">") and "<" in text:
+        display, _, address = text[:-1].rpartition("<")
+        display = display.strip().strip('"').strip()
     try:
-        if not address or "\r" in text or "\n" in text:
+        if any(c in text for c in "\r\n\0") or any(c in address for c in "<>,; "):
             raise ValueError(text)
         parse_address(address)
     except ValueError:
         raise ApiError.bad(label, f"{label} is not a valid email address") from None
-    return address
+    return Mailbox(display, address)
 
 
-def _addresses(body: dict[str, Any], name: str) -> list[str]:
+def _addresses(body: dict[str, Any], name: str) -> list[Mailbox]:
     value = body.get(name, [])
     if isinstance(value, str):
         value = [value]
@@ -194,13 +214,13 @@ def build(draft: Draft, now: float, hostname: str, with_bcc: bool) -> tuple[byte
     travels never names Bcc recipients (RFC 5322 §3.6.3).
     """
     message = EmailMessage()
-    message["From"] = draft.sender
+    message["From"] = draft.sender.header()
     if draft.to:
-        message["To"] = ", ".join(draft.to)
+        message["To"] = ", ".join(m.header() for m in draft.to)
     if draft.cc:
-        message["Cc"] = ", ".join(draft.cc)
+        message["Cc"] = ", ".join(m.header() for m in draft.cc)
     if with_bcc and draft.bcc:
-        message["Bcc"] = ", ".join(draft.bcc)
+        message["Bcc"] = ", ".join(m.header() for m in draft.bcc)
     message["Subject"] = draft.subject
     message["Date"] = email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
     message_id = email.utils.make_msgid(domain=hostname)

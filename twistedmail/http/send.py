@@ -39,15 +39,19 @@ async def send_message(call: Call) -> Reply:
         )
     assert call.user is not None
     mine = {a.lower() for a in ctx.accounts.addresses_of(call.user)}
-    if draft.sender.lower() not in mine:
+    if draft.sender.address.lower() not in mine:
         raise ApiError(403, "not_your_address", "from must be one of your own addresses.", "from")
     routes: list[Route] = []
     labels = [f"to[{n}]" for n in range(len(draft.to))]
     labels += [f"cc[{n}]" for n in range(len(draft.cc))]
     labels += [f"bcc[{n}]" for n in range(len(draft.bcc))]
-    for address, label in zip(draft.to + draft.cc + draft.bcc, labels, strict=True):
+    seen: set[str] = set()
+    for mailbox, label in zip(draft.to + draft.cc + draft.bcc, labels, strict=True):
+        if mailbox.address.lower() in seen:
+            continue
+        seen.add(mailbox.address.lower())
         try:
-            decided = route(ctx.accounts, Recipient(address), may_relay=True)
+            decided = route(ctx.accounts, Recipient(mailbox.address), may_relay=True)
         except (NoSuchUser, RelayDenied) as e:
             raise from_store_error(e, label) from None
         except ValueError:
@@ -65,7 +69,7 @@ async def send_message(call: Call) -> Reply:
     ).encode("utf-8", "replace")
     message = trace + message
     envelope = Envelope(
-        sender=draft.sender,
+        sender=draft.sender.address,
         recipients=tuple(r.recipient for r in routes),
         smtputf8=draft.needs_utf8,
         size=len(message),
