@@ -535,6 +535,7 @@ async def _dovecot_reads(stores, root: Path, work: Path) -> None:
     await account.deliver(message(1))
     await account.append("INBOX", message(2), [SEEN, FLAGGED, "Work"])
     await account.create_mailbox("Foo/Bär")
+    await account.subscribe("Foo/Bär")
     await account.append("Foo/Bär", message(3))
     maildir = work / "Maildir"
     shutil.copytree(root, maildir, symlinks=True)
@@ -553,7 +554,8 @@ async def _dovecot_reads(stores, root: Path, work: Path) -> None:
                 os.chown(os.path.join(top, name), 65534, 65534)
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     script = (
-        'a list "" "*"\r\nb select INBOX\r\nc uid fetch 1:* (flags body.peek[])\r\n'
+        'a list "" "*"\r\nl lsub "" "*"\r\n'
+        "b select INBOX\r\nc uid fetch 1:* (flags body.peek[])\r\n"
         'd select "Foo/B&AOQ-r"\r\ne fetch 1 body.peek[]\r\nf logout\r\n'
     )
     env = {"USER": ALICE, "HOME": str(work), "PATH": os.environ.get("PATH", "/usr/bin")}
@@ -563,6 +565,8 @@ async def _dovecot_reads(stores, root: Path, work: Path) -> None:
     out = done.stdout.decode("utf-8", "replace")
     assert done.returncode == 0, done.stderr
     assert '"/" Foo/B&AOQ-r' in out
+    assert '* LSUB () "/" Foo/B&AOQ-r' in out
+    assert '* LSUB () "/" Sent' in out
     assert "b OK" in out and "d OK" in out
     assert "message 1" in out and "message 2" in out and "message 3" in out
     flags = re.findall(r"FLAGS \(([^)]*)\)", out)
