@@ -1,6 +1,6 @@
 """
-One user's Maildir++ root: which folders exist, UIDVALIDITY, subscriptions
-and special-use attributes.
+One user's Maildir++ root: which folders exist, creating, deleting and
+renaming them, UIDVALIDITY, subscriptions and special-use attributes.
 
 Folders are created complete (``cur/new/tmp``, ``maildirfolder``, an index,
 the special-use file) under a temporary name that can never be a mailbox
@@ -17,8 +17,21 @@ import os
 import secrets
 import time
 
-from twistedmail.interfaces import InvalidMailboxName
-from twistedmail.model import HIERARCHY_DELIMITER, INBOX, SpecialUse
+from twistedmail.interfaces import (
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxNotAllowed,
+    NoSuchMailbox,
+)
+from twistedmail.model import (
+    HIERARCHY_DELIMITER,
+    INBOX,
+    ChangeEvent,
+    MailboxCreated,
+    MailboxRenamed,
+    SpecialUse,
+)
 from twistedmail.store._maildir_index import FileLock, UidIndex
 from twistedmail.store._maildir_names import (
     decode_mutf7,
@@ -26,7 +39,13 @@ from twistedmail.store._maildir_names import (
     folder_dir,
     name_of_dir,
 )
-from twistedmail.store._names import validate_mailbox_name
+from twistedmail.store._names import (
+    is_inside,
+    parents,
+    renamed,
+    sort_key,
+    validate_mailbox_name,
+)
 
 _UIDVALIDITY_FILE = "twistedmail-uidvalidity"
 _SPECIAL_USE_FILE = "twistedmail-special-use"
@@ -147,6 +166,83 @@ class AccountRoot:
                 return SpecialUse(f.read().strip())
         except (OSError, ValueError):
             return None
+
+    # --- the mailbox tree (each under the root lock) ------------------------------------
+
+    def create(self, name: str, special_use: SpecialUse | None) -> list[ChangeEvent]:
+        """CREATE with missing parents (RFC 3501 §6.3.3); the events to emit."""
+        name = validate_mailbox_name(name)
+        folder_dir(name)
+        if name == INBOX:
+            raise MailboxExists(name)
+        events: list[ChangeEvent] = []
+        with self.lock.held():
+            existing = self.folders()
+            if existing.get(name):
+                raise MailboxExists(name)
+            for parent in parents(name):
+                if not existing.get(parent):
+                    self.make_folder(parent, None)
+                    events.append(MailboxCreated(parent))
+            self.make_folder(name, special_use)
+            events.append(MailboxCreated(name))
+        return events
+
+    def delete(self, name: str) -> str:
+        """Take a childless mailbox out of sight; return where it went."""
+        if name == INBOX:
+            raise MailboxNotAllowed("INBOX cannot be deleted")
+        with self.lock.held():
+            existing = self.folders()
+            if not existing.get(name):
+                raise NoSuchMailbox(name)
+            if any(is_inside(other, name) for other in existing):
+                raise MailboxHasChildren(name)
+            return self.remove_folder(name)
+
+    def rename(self, old: str, new: str) -> list[ChangeEvent]:
+        """
+        RENAME with children (RFC 3501 §6.3.5), subscriptions following.
+
+        For INBOX only the new, empty mailbox is made here: moving the
+        messages is the caller's job.  Each folder is one directory rename.
+        """
+        old = validate_mailbox_name(old)
+        new = validate_mailbox_name(new)
+        folder_dir(new)
+        events: list[ChangeEvent] = []
+        with self.lock.held():
+            existing = self.folders()
+            if not existing.get(old):
+                raise NoSuchMailbox(old)
+            if new in existing:
+                raise MailboxExists(new)
+            if old != INBOX and is_inside(new, old):
+                raise InvalidMailboxName(f"cannot rename {old!r} inside itself")
+            # INBOX itself stays, so ``INBOX/old`` is a fine new name for its mail.
+            moving = [] if old == INBOX else [n for n in existing if renamed(n, old, new) != n]
+            moving.sort(key=sort_key)
+            for name in moving:
+                target = renamed(name, old, new)
+                folder_dir(target)
+                if target in existing:
+                    raise MailboxExists(target)
+            for parent in parents(new):
+                if not existing.get(parent):
+                    self.make_folder(parent, None)
+                    events.append(MailboxCreated(parent))
+            if old == INBOX:
+                self.make_folder(new, None)
+                events.append(MailboxCreated(new))
+                return events
+            for name in moving:
+                self.rename_folder(name, renamed(name, old, new))
+                events.append(MailboxRenamed(name, renamed(name, old, new)))
+            subscribed = self.subscriptions()
+            following = {renamed(s, old, new) for s in subscribed}
+            if following != subscribed:
+                self.write_subscriptions(following)
+        return events
 
     # --- subscriptions ------------------------------------------------------------------
 

@@ -44,8 +44,6 @@ from twistedmail.interfaces import (
     IMailAccount,
     IMailStore,
     InvalidMailboxName,
-    MailboxExists,
-    MailboxHasChildren,
     MailboxNotAllowed,
     NoSuchMailbox,
     NoSuchMessage,
@@ -61,7 +59,6 @@ from twistedmail.model import (
     FlagMode,
     FlagsChanged,
     FlagsResult,
-    MailboxCreated,
     MailboxDeleted,
     MailboxInfo,
     MailboxRenamed,
@@ -78,9 +75,7 @@ from twistedmail.store._maildir_names import check_user, folder_dir
 from twistedmail.store._maildir_root import AccountRoot
 from twistedmail.store._maildir_transfer import Transfer
 from twistedmail.store._names import (
-    is_inside,
     parents,
-    renamed,
     sort_key,
     validate_mailbox_name,
 )
@@ -202,39 +197,16 @@ class MaildirAccount:
         return self._run(self._create_mailbox(name, special_use))
 
     async def _create_mailbox(self, name: str, special_use: SpecialUse | None) -> MailboxInfo:
-        name = validate_mailbox_name(name)
-        folder_dir(name)
-        if name == INBOX:
-            raise MailboxExists(name)
-        events: list[ChangeEvent] = []
-        with self._root.lock.held():
-            existing = self._root.folders()
-            if existing.get(name):
-                raise MailboxExists(name)
-            for parent in parents(name):
-                if not existing.get(parent):
-                    self._root.make_folder(parent, None)
-                    events.append(MailboxCreated(parent))
-            self._root.make_folder(name, special_use)
-            events.append(MailboxCreated(name))
-        self._emit(events)
-        return MailboxInfo(name, special_use, True)
+        self._emit(self._root.create(name, special_use))
+        return MailboxInfo(validate_mailbox_name(name), special_use, True)
 
     def delete_mailbox(self, name: str) -> Deferred[None]:
         return self._run(self._delete_mailbox(name))
 
     async def _delete_mailbox(self, name: str) -> None:
         name = validate_mailbox_name(name)
-        if name == INBOX:
-            raise MailboxNotAllowed("INBOX cannot be deleted")
-        with self._root.lock.held():
-            existing = self._root.folders()
-            if not existing.get(name):
-                raise NoSuchMailbox(name)
-            if any(is_inside(other, name) for other in existing):
-                raise MailboxHasChildren(name)
-            self._drop(name)
-            hidden = self._root.remove_folder(name)
+        self._drop(name)
+        hidden = self._root.delete(name)
         # RFC 3501 §6.3.4: subscriptions are not removed with the mailbox.
         await self._thread(files.remove_tree, hidden)
         self._emit([MailboxDeleted(name)])
@@ -243,43 +215,12 @@ class MaildirAccount:
         return self._run(self._rename_mailbox(old, new))
 
     async def _rename_mailbox(self, old: str, new: str) -> None:
-        old = validate_mailbox_name(old)
-        new = validate_mailbox_name(new)
-        folder_dir(new)
-        events: list[ChangeEvent] = []
-        with self._root.lock.held():
-            existing = self._root.folders()
-            if not existing.get(old):
-                raise NoSuchMailbox(old)
-            if new in existing:
-                raise MailboxExists(new)
-            if old != INBOX and is_inside(new, old):
-                raise InvalidMailboxName(f"cannot rename {old!r} inside itself")
-            # INBOX itself stays, so only its mail moves (below).
-            moving = [] if old == INBOX else [n for n in existing if renamed(n, old, new) != n]
-            moving.sort(key=sort_key)
-            for name in moving:
-                target = renamed(name, old, new)
-                folder_dir(target)
-                if target in existing:
-                    raise MailboxExists(target)
-            for parent in parents(new):
-                if not existing.get(parent):
-                    self._root.make_folder(parent, None)
-                    events.append(MailboxCreated(parent))
-            if old == INBOX:
-                self._root.make_folder(new, None)
-                events.append(MailboxCreated(new))
-            else:
-                for name in moving:
-                    self._drop(name)
-                    self._root.rename_folder(name, renamed(name, old, new))
-                    events.append(MailboxRenamed(name, renamed(name, old, new)))
-                subscribed = self._root.subscriptions()
-                following = {renamed(s, old, new) for s in subscribed}
-                if following != subscribed:
-                    self._root.write_subscriptions(following)
+        events = self._root.rename(old, new)
+        for event in events:
+            if isinstance(event, MailboxRenamed):
+                self._drop(event.old)
         self._emit(events)
+        old, new = validate_mailbox_name(old), validate_mailbox_name(new)
         if old == INBOX:
             # RFC 3501 §6.3.5: INBOX's mail moves to the new mailbox; INBOX stays.
             inbox = self._synced(INBOX)
