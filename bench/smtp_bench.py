@@ -212,7 +212,7 @@ def has_aiosmtpd(python: str) -> bool:
 
 def rows(results: dict[str, list[Result]]) -> Iterator[str]:
     names = list(results)
-    head = f"{'sessions / connections':<28}" + "".join(f"{n + ' msg/s':>16}" for n in names)
+    head = f"{'sessions / connections':<28}" + "".join(f"{n + ' msg/s':>20}" for n in names)
     head += "".join(f"{n + ' peak MB':>18}" for n in names[:2])
     if "aiosmtpd" in results:
         head += f"{'ours/aiosmtpd':>15}"
@@ -223,7 +223,7 @@ def rows(results: dict[str, list[Result]]) -> Iterator[str]:
         line = f"{label:<28}"
         for name in names:
             r = results[name][i]
-            line += f"{r.rate:>16.0f}" if r.rate else f"{r.note or 'n/a':>16}"
+            line += f"{r.rate:>20.0f}" if r.rate else f"{r.note or 'n/a':>20}"
         for name in names[:2]:
             p = results[name][i].peak_mb
             line += f"{p:>18.1f}" if p else f"{'n/a':>18}"

@@ -391,3 +391,19 @@ async def test_connection_limit_per_client_and_others_still_served(server):
     assert sum(g.startswith(b"220 ") for g in greetings) == 50
     assert greetings[50].startswith(b"421 4.7.0")
     assert code == 250
+
+
+@pytest_twisted.ensureDeferred
+async def test_mx_starttls_without_auth(server):
+    def run() -> dict[str, Any]:
+        with smtplib.SMTP("127.0.0.1", server.port[Role.MX], timeout=30) as smtp:
+            smtp.ehlo("relay.crepes.fr")
+            assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
+            smtp.starttls(context=no_verify())
+            smtp.ehlo("relay.crepes.fr")
+            assert not smtp.has_extn("starttls") and not smtp.has_extn("auth")
+            return smtp.sendmail("a@crepes.fr", [BOB], b"Subject: tls\r\n\r\nhi\r\n")
+
+    assert await threads.deferToThread(run) == {}
+    [stored] = await server.inbox(BOB)
+    assert b"with ESMTPS id " in stored
