@@ -109,12 +109,13 @@ class Transfer:
         moved: list[int] = []
         added: list[ChangeEvent] = []
         expunged: list[ChangeEvent] = []
+        found: list[ChangeEvent] = []  # others' changes, told after the locks go
         folders = sorted({id(f): f for f in (src, dst)}.values(), key=lambda f: f.path)
         with ExitStack() as locks:
             for folder in folders:
                 locks.enter_context(folder.lock.held())
             for folder in folders:
-                self._emit(folder.sync())
+                found += folder.sync()
             dst.keywords.refresh()
             with ExitStack() as changes:
                 changes.enter_context(dst.own_change(("cur",)))
@@ -152,6 +153,7 @@ class Transfer:
                 src.index.flush()
                 if event is not None:
                     expunged.append(event)
+        self._emit(found)
         if placed:
             dirs = [os.path.join(dst.path, "cur")]
             if move:

@@ -164,17 +164,22 @@ class MaildirAccount:
 
     def _synced(self, name: str) -> Folder:
         folder = self._folder(name)
-        self._sync(folder)
+        self._emit(self._catch_up(folder))
         return folder
 
-    def _sync(self, folder: Folder) -> None:
-        """Catch up with the disk and tell listeners what others changed."""
+    def _catch_up(self, folder: Folder) -> list[ChangeEvent]:
+        """
+        Catch up with the disk; return the events for what others changed.
+
+        Callers holding a folder lock emit them only after letting go, so a
+        listener that calls back into the account never runs in the middle
+        of an operation.
+        """
         try:
-            events = folder.sync()
+            return folder.sync()
         except NoSuchMailbox:
             self._drop(folder.name)  # deleted by another process
             raise
-        self._emit(events)
 
     # --- mailboxes ------------------------------------------------------------------
 
@@ -370,7 +375,7 @@ class MaildirAccount:
         changed: list[MessageInfo] = []
         failed: list[int] = []
         with folder.lock.held():
-            self._sync(folder)
+            found = self._catch_up(folder)
             folder.keywords.refresh()
             with folder.own_change(("new", "cur")):
                 for uid in sorted(set(uids)):
@@ -387,6 +392,7 @@ class MaildirAccount:
                         if info is not None:
                             changed.append(info)
             folder.index.flush()
+        self._emit(found)
         if changed:
             await self._thread(files.fsync_dirs, [os.path.join(folder.path, "cur")])
             self._emit([FlagsChanged(folder.name, folder.uidvalidity, tuple(changed))])
@@ -400,7 +406,7 @@ class MaildirAccount:
         wanted = None if uids is None else set(uids)
         removed: list[int] = []
         with folder.lock.held():
-            self._sync(folder)
+            found = self._catch_up(folder)
             with folder.own_change(("new", "cur")):
                 for info in folder.messages():
                     if DELETED in info.flags and (wanted is None or info.uid in wanted):
@@ -414,6 +420,7 @@ class MaildirAccount:
                         removed.append(info.uid)
             event = folder.forget(removed)
             folder.index.flush()
+        self._emit(found)
         if event is not None:
             dirs = [os.path.join(folder.path, d) for d in ("new", "cur")]
             await self._thread(files.fsync_dirs, dirs)
