@@ -10,7 +10,7 @@ from twisted.application.service import ServiceMaker
 
 from twistedmail.store.makers import MaildirStoreMaker, MemoryStoreMaker
 
-twistedmail = ServiceMaker(
+twistedmail = ServiceMaker(  # type: ignore[no-untyped-call]
     "twistedmail",
     "twistedmail.tap",
     "A complete mail server: SMTP in and out, IMAP4rev1 and HTTP over one mailbox store.",
