@@ -284,6 +284,18 @@ async def test_mail_dropped_into_new_gets_the_next_uid_and_an_event(stores, root
 
 
 @pytest_twisted.ensureDeferred
+async def test_odd_file_names_do_not_confuse_the_index(stores, root):
+    account = await stores().account(ALICE)
+    drop(root, "new", "1.with space.host", message(1))
+    drop(root, "new", "2.line\nbreak.host", message(2))
+    drop(root, "cur", ".hidden", message(3))
+    assert [i.uid for i in await account.messages("INBOX")] == [1]
+    again = await stores().account(ALICE)
+    assert [i.uid for i in await again.messages("INBOX")] == [1]
+    assert await again.fetch("INBOX", 1) == message(1)
+
+
+@pytest_twisted.ensureDeferred
 async def test_flags_changed_by_renaming_are_noticed(stores, root):
     account = await stores().account(ALICE)
     appended = await account.append("INBOX", message())

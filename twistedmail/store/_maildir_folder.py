@@ -221,7 +221,9 @@ class Folder:
         for subdir in _DIRS:
             if subdir in stale:
                 for filename in self._listdir(os.path.join(self.path, subdir)):
-                    if not filename.startswith("."):
+                    # Hidden files are not mail; a line break would break the
+                    # index's line format (and no maildir writer makes one).
+                    if not filename.startswith(".") and "\n" not in filename:
                         files[filename.partition(":")[0]] = (subdir, filename)
         return files
 
