@@ -26,7 +26,12 @@ folder (`_maildir_folder`).
 
 Known limits: a mailbox rename with children is one directory rename per
 mailbox, so a crash in the middle leaves some renamed and some not (nothing
-is lost); only 26 keywords per folder can be stored.
+is lost); keywords beyond a folder's 26 letters live only in our index, so
+other programs do not see them, and a keyword containing a blank is not
+kept at all (an IMAP atom cannot contain one); the lock is our own ``flock`` on
+``twistedmail-uidlist.lock``, not Dovecot's dotlock, so a Dovecot running
+on the same Maildir at the same time only ever sees consistent files, while
+the two indexes stay separate.
 """
 
 from __future__ import annotations
