@@ -468,6 +468,25 @@ async def test_an_incomplete_index_line_is_ignored_and_cut_off(stores, root):
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_index_log_is_compacted_and_others_follow(stores, root):
+    account = await stores().account(ALICE)
+    other = await stores().account(ALICE)
+    for n in range(10):
+        await account.append("INBOX", message(n))
+    await other.messages("INBOX")  # has read the log up to here
+    for n in range(200):
+        await account.set_flags(
+            "INBOX", [n % 10 + 1], [SEEN], FlagMode.ADD if n // 10 % 2 == 0 else FlagMode.REMOVE
+        )
+    lines = (root / "twistedmail-uidlist").read_text().splitlines()
+    assert len(lines) < 2 * 10 + 100 + 2
+    ours = await account.messages("INBOX")
+    assert await other.messages("INBOX") == ours  # followed the rewrite (new inode)
+    assert await (await stores().account(ALICE)).messages("INBOX") == ours
+    assert (await other.status("INBOX")).highestmodseq == 10 + 1 + 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_stale_tmp_files_are_cleaned_at_open(stores, root):
     await stores().account(ALICE)
     old = root / "tmp" / "1.leftover"
