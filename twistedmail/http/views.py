@@ -7,6 +7,7 @@ headers, charsets, RFC 2231 file names), the same code IMAP SEARCH uses.
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,7 @@ PREVIEW_LENGTH = 160
 
 _SPACE = re.compile(r"\s+")
 _TAG = re.compile(r"<[^>]*>")
+_STYLE = re.compile(r"<style>.*?</style>", re.DOTALL)
 _QUOTED = re.compile(r"^>.*$", re.MULTILINE)
 
 
@@ -39,7 +41,9 @@ def preview(parsed: ParsedMessage) -> str:
     """A short plain-text start of the message for list views."""
     text, html_body = parsed.text_and_html()
     if text is None and html_body is not None:
-        text = _TAG.sub(" ", html_body)
+        # Sanitised first, so script and style content never reach the preview.
+        safe = _STYLE.sub(" ", sanitize_html(html_body).html)
+        text = html.unescape(_TAG.sub(" ", safe))
     if text is None:
         return ""
     text = _QUOTED.sub("", text)
