@@ -148,7 +148,7 @@ def scenario(daemon: Daemon) -> dict[str, Any]:
         _, data = imap.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
         seen["alice_sent"] = data
         imap.select("INBOX", readonly=True)
-        _, data = imap.uid("SEARCH", None, "ANSWERED")
+        _, data = imap.uid("SEARCH", "ANSWERED")
         seen["alice_answered"] = data[0].split()
     with imaplib.IMAP4("127.0.0.1", daemon.imap) as imap:
         imap.login(BOB, PASSWORD)
