@@ -59,16 +59,23 @@ def free_port() -> int:
 
 
 def wait_until(
-    condition: Callable[[], _T | None], what: str, timeout: float = WAIT, interval: float = 0.05
+    condition: Callable[[], _T | None],
+    what: str | Callable[[], str],
+    timeout: float = WAIT,
+    interval: float = 0.05,
 ) -> _T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    """
+    Poll ``condition`` until it returns something truthy; fail after
+    ``timeout`` saying ``what`` (a function: called then, to show late logs).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {said}")
         time.sleep(interval)
 
 
