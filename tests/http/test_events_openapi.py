@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from http_harness import ALICE, BOB, Server, call, message  # type: ignore[import-not-found]
+from http_harness import (  # type: ignore[import-not-found]
+    ALICE,
+    BOB,
+    SETTINGS,
+    Server,
+    call,
+    message,
+    start_server,
+)
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
@@ -125,3 +136,35 @@ async def test_openapi_documents_exactly_the_routes_that_answer(memory_server: S
     served = {(r.method.lower(), r.path) for r in routes() if r.documented}
     documented = {(m, p) for p, ops in document["paths"].items() for m in ops}
     assert served == documented
+
+
+def open_stream(port: int, token: str) -> http.client.HTTPConnection:
+    """An event stream, connected and past its ready event; the caller closes it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/api/events", headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    assert response.status == 200
+    while not response.fp.readline().startswith(b"data: "):
+        pass
+    return conn
+
+
+@pytest.fixture
+def one_stream_server(tmp_path: Path) -> Iterator[Server]:
+    yield from start_server("memory", tmp_path, replace(SETTINGS, max_event_streams=1))
+
+
+@ensure_deferred
+async def test_event_streams_per_user_are_bounded(one_stream_server: Server) -> None:
+    server = one_stream_server
+    client = await server.login()
+    first = await deferToThread(open_stream, server.port, client.token)
+    try:
+        r = await call(client, "GET", "/api/events")
+        assert r.status == 429 and r.error_code == "too_many_streams"
+        # The bound is per user: Bob still gets his.
+        bob = await server.login(BOB)
+        other = await deferToThread(open_stream, server.port, bob.token)
+        other.close()
+    finally:
+        first.close()

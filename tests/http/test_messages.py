@@ -155,7 +155,7 @@ async def test_raw_attachment_and_html_frame(server: Server) -> None:
 
 
 @ensure_deferred
-async def test_hostile_attachment_types_download_as_bytes(memory_server: Server) -> None:
+async def test_hostile_attachments_only_ever_download(memory_server: Server) -> None:
     raw = (
         b"From: x@remote.test\r\nTo: alice@example.test\r\nSubject: svg\r\nMIME-Version: 1.0\r\n"
         b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
@@ -168,7 +168,8 @@ async def test_hostile_attachment_types_download_as_bytes(memory_server: Server)
     client = await memory_server.login()
     r = await call(client, "GET", f"/api/mailboxes/INBOX/messages/{uid}/attachments/0")
     assert r.status == 200
-    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-type"] == "text/html"
+    assert r.headers["x-content-type-options"] == "nosniff"
     disposition = r.headers["content-disposition"]
     assert disposition.startswith('attachment; filename="_.._evil.html"')
     assert "/" not in disposition

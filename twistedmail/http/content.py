@@ -2,10 +2,11 @@
 Message content served as itself: the raw message, one attachment, and the
 sanitised HTML body for the reading pane's sandboxed frame.
 
-Anything from a message could be hostile.  Attachments are always sent as
-downloads (``Content-Disposition: attachment`` with an RFC 6266 file name
-that cannot break the header), and only a short list of inert types keeps
-its type; the rest become ``application/octet-stream``.  The HTML body gets
+Anything from a message could be hostile.  Attachments keep their declared
+type (when it is a well-formed ``type/subtype``) but are always sent as
+downloads: ``Content-Disposition: attachment`` with an RFC 6266 file name
+that cannot break the header, ``nosniff``, and the API's ``sandbox`` policy,
+so even an HTML or SVG attachment opened by mistake runs nothing here.  The HTML body gets
 its own policy: ``default-src 'none'`` and ``sandbox`` (so even a direct
 visit runs no script), inline styles, ``data:`` images, and remote images
 only when the reader asked for them.
@@ -22,10 +23,8 @@ from twistedmail.http.routing import Call, Reply
 from twistedmail.http.sanitize import sanitize_html
 from twistedmail.interfaces import MailError
 
-#: Types a browser shows without running anything; everything else downloads as bytes.
-_INERT_TYPES = frozenset(
-    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
-)
+# RFC 2045 §5.1 type/subtype tokens; anything else is served as bytes.
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+\Z")
 
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]+')
 
@@ -75,7 +74,7 @@ async def attachment(call: Call) -> Reply:
         raise ApiError(404, "no_such_attachment", "The message has no such attachment.")
     described = attachments[index]
     data = parsed.attachment_bytes(index)
-    kind = described.content_type if described.content_type in _INERT_TYPES else None
+    kind = described.content_type if _MEDIA_TYPE.match(described.content_type) else None
     disposition = content_disposition(described.filename, f"attachment-{index}")
     return Reply(
         200, data, kind or "application/octet-stream", (("Content-Disposition", disposition),)

@@ -8,6 +8,7 @@ sites (or two tests) never share a session or a cache entry.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ class HttpSettings:
     """Sessions kept at most; the oldest go first."""
     page_size: int = 50
     max_page_size: int = 500
+    max_event_streams: int = 20
+    """Open ``/api/events`` streams per user; more are refused with 429."""
     keepalive: float = 25.0
     """Seconds between comment lines on an idle event stream (proxies close idle ones)."""
     hostname: str = "localhost"
@@ -71,6 +74,8 @@ class ApiContext:
     routes: tuple[Route, ...]
     health: Callable[[], Mapping[str, bool]] | None = None
     cache: ParsedCache = field(default_factory=lambda: ParsedCache(32 * 1024 * 1024))
+    streams: Counter[str] = field(default_factory=Counter)
+    """Open event streams per user."""
 
     async def parsed(
         self, account: IMailAccount, mailbox: str, uidvalidity: int, uid: int

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from twistedmail.http.errors import ApiError
 from twistedmail.http.routing import STREAMING, Call, Reply
 from twistedmail.model import (
     ChangeEvent,
@@ -63,7 +64,12 @@ def frame(name: str, data: object) -> bytes:
 
 
 async def event_stream(call: Call) -> Reply:
-    request, account = call.request, call.me
+    request, account, user = call.request, call.me, call.user or ""
+    streams = call.ctx.streams
+    if streams[user] >= call.ctx.settings.max_event_streams:
+        # Each stream holds a connection and a listener: bound them per user.
+        raise ApiError(429, "too_many_streams", "Too many open event streams.")
+    streams[user] += 1
     request.setResponseCode(200)
     request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
     request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: do not buffer the stream
@@ -86,6 +92,9 @@ async def event_stream(call: Call) -> Reply:
 
     def closed(_: object) -> None:
         open_[0] = False
+        streams[user] -= 1
+        if streams[user] <= 0:
+            del streams[user]
         stop_listening()
         if ticker.running:
             ticker.stop()

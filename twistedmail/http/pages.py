@@ -38,15 +38,15 @@ class Pages:
 
 
 async def index(call: Call) -> Reply:
-    return Reply(200, call.ctx.pages.index, "text/html", _PAGE_HEADERS)
+    return Reply(200, call.ctx.pages.index, "text/html; charset=utf-8", _PAGE_HEADERS)
 
 
 async def script(call: Call) -> Reply:
-    return Reply(200, call.ctx.pages.script, "text/javascript", _PAGE_HEADERS)
+    return Reply(200, call.ctx.pages.script, "text/javascript; charset=utf-8", _PAGE_HEADERS)
 
 
 async def style(call: Call) -> Reply:
-    return Reply(200, call.ctx.pages.style, "text/css", _PAGE_HEADERS)
+    return Reply(200, call.ctx.pages.style, "text/css; charset=utf-8", _PAGE_HEADERS)
 
 
 async def healthz(call: Call) -> Reply:

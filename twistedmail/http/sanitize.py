@@ -69,6 +69,12 @@ class _Sanitizer(HTMLParser):
         self._skip: list[str] = []  # stack of dropped-with-content elements
         self._in_style = False
 
+    def close(self) -> None:
+        super().close()
+        if self._in_style:
+            self._in_style = False
+            self.out.append("</style>")
+
     # --- elements -----------------------------------------------------------------
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
