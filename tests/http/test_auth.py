@@ -100,6 +100,14 @@ async def test_bad_login_input_names_the_field(memory_server: Server) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert r.status == 400 and r.json()["error"]["field"] == "body"
+    r = await call(
+        client,
+        "POST",
+        "/api/session",
+        body=b"[" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status == 400 and r.json()["error"]["field"] == "body"
     # A cross-site HTML form cannot send JSON: form-encoded logins are refused.
     r = await call(
         client,

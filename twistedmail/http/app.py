@@ -227,11 +227,14 @@ def make_http_site(
     clock: IReactorTime,
     reactor: Any,
     health: Callable[[], Mapping[str, bool]] | None = None,
+    throttle: LoginThrottle | None = None,
 ) -> MailSite:
     """
     The HTTP site: JSON API under ``/api/``, the web page at ``/``.
 
     ``health`` (optional) reports each service's state for ``/healthz``;
+    ``throttle`` (optional) is a `LoginThrottle` shared with the other
+    protocols, so guesses over IMAP and HTTP count together;
     ``reactor`` is used only for its thread pool (parsing big messages).
     One site serves both the ``http`` and ``https`` listeners; the cookie
     gets ``Secure`` when the request came over TLS.
@@ -247,7 +250,8 @@ def make_http_site(
         sessions=Sessions(
             clock, settings.session_lifetime, settings.session_idle, settings.max_sessions
         ),
-        throttle=LoginThrottle(
+        throttle=throttle
+        or LoginThrottle(
             clock,
             max_failures=settings.max_login_failures,
             window=settings.login_window,

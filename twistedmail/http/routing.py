@@ -111,7 +111,8 @@ class Call:
         """The body as a JSON object; 400 naming ``body`` if it is not one."""
         try:
             value = json.loads(self.body_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            # RecursionError: "[[[[..." nested beyond the parser's stack.
             raise ApiError.bad("body", "the request body is not valid JSON") from None
         if not isinstance(value, dict):
             raise ApiError.bad("body", "the request body must be a JSON object")
