@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from test_twistd import Daemon, listeners_reported, started  # type: ignore[import-not-found]
+from tests.e2e.test_twistd import Daemon, listeners_reported, started  # type: ignore[import-not-found]
 
 from twistedmail.accounts import Accounts
 from twistedmail.tls import self_signed_paths

@@ -23,9 +23,9 @@ import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
-import postfix_harness  # type: ignore[import-not-found]
+import tests.e2e.postfix_harness as postfix_harness  # type: ignore[import-not-found]
 import pytest
-from daemon_harness import (  # type: ignore[import-not-found]
+from tests.e2e.daemon_harness import (  # type: ignore[import-not-found]
     PASSWORD,
     MailHost,
     body_of,

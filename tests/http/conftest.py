@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_harness import Server, start_server  # type: ignore[import-not-found]
+from tests.http.http_harness import Server, start_server  # type: ignore[import-not-found]
 
 from twistedmail.store.makers import store_makers
 

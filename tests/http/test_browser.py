@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from http_harness import ALICE, PASSWORDS, Server, message, start_server  # type: ignore[import-not-found]
-from http_webdriver import Browser, missing  # type: ignore[import-not-found]
+from tests.http.http_harness import ALICE, PASSWORDS, Server, message, start_server  # type: ignore[import-not-found]
+from tests.http.http_webdriver import Browser, missing  # type: ignore[import-not-found]
 from twisted.internet.threads import deferToThread
 
 #: pytest_twisted.ensureDeferred, typed (the package has no type hints).

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from http_harness import (  # type: ignore[import-not-found]
+from tests.http.http_harness import (  # type: ignore[import-not-found]
     ALICE,
     BOB,
     SETTINGS,

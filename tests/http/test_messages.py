@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted  # type: ignore[import-untyped]
-from http_harness import (  # type: ignore[import-not-found]
+from tests.http.http_harness import (  # type: ignore[import-not-found]
     ALICE,
     BOB,
     Server,

@@ -7,7 +7,7 @@ RFC 6851), EXPUNGE / UID EXPUNGE, CLOSE, UNSELECT (RFC 3691).
 from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
-from conftest import Client, message  # type: ignore[import-not-found]
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
 from twistedmail.interfaces import IMailAccount
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from conftest import Client, message  # type: ignore[import-not-found]
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
 from twistedmail.interfaces import IMailAccount
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 
 import pytest_twisted  # type: ignore[import-untyped]
-from conftest import ALICE, PASSWORD, Client  # type: ignore[import-not-found]
+from tests.imap.conftest import ALICE, PASSWORD, Client  # type: ignore[import-not-found]
 
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 

@@ -6,7 +6,7 @@ Unsolicited responses between sessions (RFC 3501 §5.2, §7.4.1) and IDLE
 from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
-from conftest import Client, message  # type: ignore[import-not-found]
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
 from twistedmail.imap.server import IMAPFactory
 from twistedmail.interfaces import IMailAccount

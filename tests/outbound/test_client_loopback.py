@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
+from tests.outbound.smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from twistedmail.model import Recipient

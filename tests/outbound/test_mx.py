@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from dnsserver import start  # type: ignore[import-not-found]
+from tests.outbound.dnsserver import start  # type: ignore[import-not-found]
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.names import dns

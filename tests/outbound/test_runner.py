@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from dnsserver import start as start_dns  # type: ignore[import-not-found]
-from smtpsink import SinkConfig, SinkFactory, listen  # type: ignore[import-not-found]
+from tests.outbound.dnsserver import start as start_dns  # type: ignore[import-not-found]
+from tests.outbound.smtpsink import SinkConfig, SinkFactory, listen  # type: ignore[import-not-found]
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
+from tests.outbound.smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
 from twisted.internet import threads
 
 from twistedmail import cli

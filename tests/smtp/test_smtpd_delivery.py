@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpd_harness import BOB, CAROL, world  # type: ignore[import-not-found]
+from tests.smtp.smtpd_harness import BOB, CAROL, world  # type: ignore[import-not-found]
 
 from twistedmail.delivery import Delivery
 from twistedmail.interfaces import NoSuchUser, RelayDenied, TemporaryFailure

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpd_harness import (  # type: ignore[import-not-found]
+from tests.smtp.smtpd_harness import (  # type: ignore[import-not-found]
     BOB,
     CAROL,
     HOST,

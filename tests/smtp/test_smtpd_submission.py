@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 import pytest_twisted  # type: ignore[import-untyped]
-from smtpd_harness import (  # type: ignore[import-not-found]
+from tests.smtp.smtpd_harness import (  # type: ignore[import-not-found]
     ALICE,
     BOB,
     CAROL,
@@ -220,7 +220,7 @@ async def test_queue_failure_rolls_back_local_copies(world):
 @pytest_twisted.ensureDeferred
 async def test_one_full_mailbox_means_nobody_gets_it(tmp_path):
     """One reply for the whole DATA (RFC 5321 §4.1.1.4): all or nothing, then retry."""
-    from smtpd_harness import make_accounts  # type: ignore[import-not-found]
+    from tests.smtp.smtpd_harness import make_accounts  # type: ignore[import-not-found]
 
     from twistedmail.store.memory import Limits, MemoryStore
 
