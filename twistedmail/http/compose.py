@@ -12,6 +12,7 @@ import base64
 import binascii
 import email.policy
 import email.utils
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -223,7 +224,8 @@ def build(draft: Draft, now: float, hostname: str, with_bcc: bool) -> tuple[byte
         message["Bcc"] = ", ".join(m.header() for m in draft.bcc)
     message["Subject"] = draft.subject
     message["Date"] = email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
-    message_id = email.utils.make_msgid(domain=hostname)
+    # Random, unlike make_msgid's time and process id, which tell strangers about us.
+    message_id = f"<{secrets.token_hex(16)}@{hostname}>"
     message["Message-ID"] = message_id
     if draft.in_reply_to:
         message["In-Reply-To"] = draft.in_reply_to
