@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.http.http_harness import Server, start_server  # type: ignore[import-not-found]
 
+from tests.http.http_harness import Server, start_server
 from twistedmail.store.makers import store_makers
 
 BACKENDS = {"memory": "twistedmail.store.memory", "maildir": "twistedmail.store.maildir"}

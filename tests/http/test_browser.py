@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.http.http_harness import ALICE, PASSWORDS, Server, message, start_server  # type: ignore[import-not-found]
-from tests.http.http_webdriver import Browser, missing  # type: ignore[import-not-found]
 from twisted.internet.threads import deferToThread
+
+from tests.http.http_harness import ALICE, PASSWORDS, Server, message, start_server
+from tests.http.http_webdriver import Browser, missing
 
 #: pytest_twisted.ensureDeferred, typed (the package has no type hints).
 ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.http.http_harness import (  # type: ignore[import-not-found]
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+
+from tests.http.http_harness import (
     ALICE,
     BOB,
     SETTINGS,
@@ -23,9 +26,6 @@ from tests.http.http_harness import (  # type: ignore[import-not-found]
     message,
     start_server,
 )
-from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread
-
 from twistedmail.model import SEEN, FlagMode
 
 #: pytest_twisted.ensureDeferred, typed (the package has no type hints).
@@ -33,7 +33,7 @@ ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twi
 
 
 def read_events(
-    port: int, token: str, wanted: int, ready: Deferred[None]
+    port: int, token: str | None, wanted: int, ready: Deferred[None]
 ) -> list[tuple[str, dict[str, Any]]]:
     """Connect, fire ``ready`` (from the reactor) on the ready event, then collect ``wanted``."""
     from twisted.internet import reactor as _reactor
@@ -138,7 +138,7 @@ async def test_openapi_documents_exactly_the_routes_that_answer(memory_server: S
     assert served == documented
 
 
-def open_stream(port: int, token: str) -> http.client.HTTPConnection:
+def open_stream(port: int, token: str | None) -> http.client.HTTPConnection:
     """An event stream, connected and past its ready event; the caller closes it."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/api/events", headers={"Authorization": f"Bearer {token}"})

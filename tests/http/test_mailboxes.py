@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.http.http_harness import ALICE, BOB, Server, call, message  # type: ignore[import-not-found]
+
+from tests.http.http_harness import ALICE, BOB, Server, call, message
 
 #: pytest_twisted.ensureDeferred, typed (the package has no type hints).
 ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred

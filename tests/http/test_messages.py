@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.http.http_harness import (  # type: ignore[import-not-found]
+
+from tests.http.http_harness import (
     ALICE,
     BOB,
     Server,
