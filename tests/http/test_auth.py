@@ -182,6 +182,7 @@ async def test_security_headers_on_every_response(memory_server: Server) -> None
             assert header in r.headers, (path, header)
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["server"] == "twistedmail"
         if r.status >= 400:
             assert r.headers["content-type"].startswith("application/json")
             assert "Traceback" not in r.body.decode()

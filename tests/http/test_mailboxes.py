@@ -47,6 +47,10 @@ async def test_create_rename_delete_with_hierarchy(server: Server) -> None:
     names = by_name((await call(client, "GET", "/api/mailboxes")).json())
     assert "Work/Done" in names and "Work/Projects" not in names
     assert names["Work/Done"]["subscribed"]
+    r = await call(client, "PATCH", "/api/mailboxes/Work%2FDone", json_body={"subscribed": False})
+    assert r.status == 200 and r.json()["subscribed"] is False
+    r = await call(client, "PATCH", "/api/mailboxes/Work%2FDone", json_body={"subscribed": "no"})
+    assert r.status == 400 and r.json()["error"]["field"] == "subscribed"
     r = await call(client, "DELETE", "/api/mailboxes/Work")
     assert r.status == 409 and r.error_code == "mailbox_has_children"
     r = await call(client, "DELETE", "/api/mailboxes/Work%2FDone")

@@ -49,6 +49,7 @@ log = Logger()
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; sandbox"
 
 _COMMON_HEADERS = (
+    (b"Server", b"twistedmail"),  # not TwistedWeb's version: nothing to fingerprint
     (b"X-Content-Type-Options", b"nosniff"),
     (b"Referrer-Policy", b"no-referrer"),
     (b"X-Frame-Options", b"DENY"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from twistedmail.http.errors import ApiError, from_store_error
 from twistedmail.http.routing import Call, Reply, json_reply
-from twistedmail.interfaces import IMailAccount, MailError
+from twistedmail.interfaces import IMailAccount, MailError, NoSuchMailbox
 from twistedmail.model import MailboxInfo, SpecialUse
 
 #: ``"sent"`` -> `SpecialUse.SENT`, and so on.
@@ -91,18 +91,35 @@ async def create_mailbox(call: Call) -> Reply:
     return json_reply(described, 201)
 
 
-async def rename_mailbox(call: Call) -> Reply:
-    old = call.path["mailbox"]
+async def update_mailbox(call: Call) -> Reply:
+    """``PATCH``: ``name`` renames (children too), ``subscribed`` (un)subscribes."""
+    account = call.me
+    name = call.path["mailbox"]
     body = call.json()
-    new = _name(body)
+    unknown = sorted(set(body) - {"name", "subscribed"})
+    if unknown:
+        raise ApiError.bad(unknown[0], f"unknown field {unknown[0]!r}")
+    subscribed = body.get("subscribed")
+    if subscribed is not None and not isinstance(subscribed, bool):
+        raise ApiError.bad("subscribed", "subscribed must be true or false")
+    if not body:
+        raise ApiError.bad("name", "give a new name or subscribed")
     try:
-        await call.me.rename_mailbox(old, new)
+        if "name" in body:
+            new = _name(body)
+            await account.rename_mailbox(name, new)
+            name = new
+        if subscribed is not None:
+            await (account.subscribe(name) if subscribed else account.unsubscribe(name))
+        infos = await account.list_mailboxes()
     except MailError as e:
         raise from_store_error(e, "name") from None
-    for info in await call.me.list_mailboxes():
-        if info.name == new:
-            return json_reply(await _describe(call.me, info))
-    raise from_store_error(MailError())  # pragma: no cover - renamed away meanwhile
+    for info in infos:
+        if info.name == name:
+            described = await _describe(account, info)
+            described["subscribed"] = name in await account.subscriptions()
+            return json_reply(described)
+    raise from_store_error(NoSuchMailbox())
 
 
 async def delete_mailbox(call: Call) -> Reply:

@@ -47,10 +47,12 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "RenameMailbox": {
+    "UpdateMailbox": {
         "type": "object",
-        "required": ["name"],
-        "properties": {"name": {"type": "string", "description": "The new full name."}},
+        "properties": {
+            "name": {"type": "string", "description": "The new full name."},
+            "subscribed": {"type": "boolean"},
+        },
     },
     "UpdateMessage": {
         "type": "object",
