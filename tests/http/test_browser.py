@@ -84,6 +84,27 @@ def drive(base: str, screenshot: str) -> dict[str, Any]:
             "return Array.from(document.querySelectorAll('.message-row .subject'))"
             ".map(e => e.textContent)"
         )
+        # Flag it, move it to Archive, and find it there.
+        browser.run(
+            "Array.from(document.querySelectorAll('.message-row'))"
+            ".find(r => r.textContent.includes('Sent from the browser')).click()"
+        )
+        browser.wait_for(
+            "document.getElementById('reader-subject').textContent.includes('browser')"
+        )
+        browser.click("#flag-button")
+        browser.wait_for("document.getElementById('flag-button').textContent === 'Unflag'")
+        browser.run(
+            "const s = document.getElementById('move-select'); s.value = 'Archive';"
+            "s.dispatchEvent(new Event('change'));"
+        )
+        browser.wait_for("document.querySelectorAll('.message-row').length === 2")
+        browser.click("#mailboxes li[data-name='Archive']")
+        browser.wait_for(
+            "document.getElementById('list-title').textContent === 'Archive'"
+            " && document.querySelectorAll('.message-row').length === 1"
+        )
+        seen["archived"] = browser.text(".message-row .subject")
         browser.click("#logout-button")
         browser.wait_for("!document.getElementById('login-view').hidden")
     finally:
@@ -104,7 +125,10 @@ async def test_browser_reads_sends_and_sees_new_mail(web: Server, tmp_path: Path
     assert seen["title"] == "twistedmail"  # the message's script never ran
     assert "Sent from the browser" in " ".join(seen["rows"])
     assert seen["screenshot_size"] > 1000
-    # The store agrees: delivered to INBOX, a copy in Sent.
+    assert "★" in seen["archived"] and "Sent from the browser" in seen["archived"]
+    # The store agrees: two left in INBOX, one flagged in Archive, a copy in Sent.
     account = await web.account(ALICE)
-    assert len(await account.messages("INBOX")) == 3
+    assert len(await account.messages("INBOX")) == 2
+    [archived] = await account.messages("Archive")
+    assert "\\Flagged" in archived.flags
     assert len(await account.messages("Sent")) == 1

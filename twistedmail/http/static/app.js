@@ -197,6 +197,31 @@ async function onNewFolder() {
   }
 }
 
+async function onRenameFolder() {
+  const name = prompt("New name of the folder:", state.current);
+  if (!name || name === state.current) return;
+  try {
+    await api("PATCH", boxUrl(state.current), { name });
+    state.current = name;
+    await loadMailboxes();
+    await loadMessages();
+  } catch (e) {
+    toast(e.message);
+  }
+}
+
+async function onDeleteFolder() {
+  if (!confirm(`Delete the folder ${state.current} and every message in it?`)) return;
+  try {
+    await api("DELETE", boxUrl(state.current));
+    toast(`Deleted ${state.current}`);
+    await loadMailboxes();
+    await selectMailbox("INBOX");
+  } catch (e) {
+    toast(e.message);
+  }
+}
+
 // --- Message list ----------------------------------------------------------------
 
 async function loadMessages() {
@@ -210,6 +235,10 @@ async function loadMessages() {
 
 function renderMessages() {
   $("list-title").textContent = state.current;
+  const box = state.mailboxes.find((b) => b.name === state.current);
+  const own = Boolean(box) && state.current !== "INBOX" && !box.special_use;
+  $("rename-folder-button").hidden = !own;
+  $("delete-folder-button").hidden = !own;
   const end = Math.min(state.offset + state.messages.length, state.total);
   $("list-count").textContent = state.total ? `${state.offset + 1}–${end} of ${state.total}` : "";
   const list = $("messages");
@@ -470,6 +499,8 @@ function wire() {
   $("logout-button").addEventListener("click", onLogout);
   $("compose-button").addEventListener("click", () => compose("new"));
   $("new-folder-button").addEventListener("click", onNewFolder);
+  $("rename-folder-button").addEventListener("click", onRenameFolder);
+  $("delete-folder-button").addEventListener("click", onDeleteFolder);
   $("reply-button").addEventListener("click", () => compose("reply"));
   $("reply-all-button").addEventListener("click", () => compose("all"));
   $("forward-button").addEventListener("click", () => compose("forward"));
