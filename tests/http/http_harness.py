@@ -161,9 +161,12 @@ def _login(user: str) -> dict[str, str]:
 
 
 def start_server(
-    backend: str, data_dir: Path, settings: HttpSettings = SETTINGS
+    backend: str, data_dir: Path, settings: HttpSettings = SETTINGS, relay: bool = True
 ) -> Iterator[Server]:
-    """Build and listen; a generator for fixtures (tears down after the yield)."""
+    """
+    Build and listen; a generator for fixtures (tears down after the yield).
+    Without ``relay`` there is no outbound queue, as before it is configured.
+    """
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
@@ -174,7 +177,7 @@ def start_server(
     accounts.add_alias("al@example.test", [ALICE])
     store: IMailStore = store_makers()[backend].make_store(str(data_dir), reactor)
     outbox = RecordingOutbox()
-    delivery = Delivery(store, outbox)
+    delivery = Delivery(store, outbox if relay else None)
     site = make_http_site(
         settings, make_portal(accounts, store, reactor), accounts, store, delivery, reactor, reactor
     )

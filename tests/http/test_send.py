@@ -9,12 +9,14 @@ import base64
 import email
 import email.policy
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 
-from tests.http.http_harness import ALICE, BOB, Server, call
+from tests.http.http_harness import ALICE, BOB, Server, call, start_server
 
 #: pytest_twisted.ensureDeferred, typed (the package has no type hints).
 ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred
@@ -199,3 +201,21 @@ async def test_request_over_the_upload_limit_is_413(memory_server: Server) -> No
     assert r.status == 413 and r.error_code == "too_large"
     # The connection and the server are fine afterwards.
     assert (await call(client, "GET", "/api/session")).status == 200
+
+
+@pytest.fixture
+def no_relay_server(tmp_path: Path) -> Iterator[Server]:
+    yield from start_server("memory", tmp_path, relay=False)
+
+
+@ensure_deferred
+async def test_remote_recipients_without_an_outbound_queue(no_relay_server: Server) -> None:
+    client = await no_relay_server.login()
+    body = {"from": ALICE, "to": [BOB, "far@remote.test"], "subject": "s", "text": "t"}
+    r = await call(client, "POST", "/api/messages", json_body=body)
+    assert r.status == 503 and r.error_code == "no_outbound"
+    assert r.json()["error"]["field"] == "to[1]"
+    assert await inbox_of(no_relay_server, BOB) == []
+    # Local mail still goes.
+    r = await call(client, "POST", "/api/messages", json_body={**body, "to": [BOB]})
+    assert r.status == 201
