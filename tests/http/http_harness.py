@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from twistedmail.http.context import HttpSettings
 from twistedmail.interfaces import IMailAccount, IMailStore, IOutbox
 from twistedmail.model import Envelope
 from twistedmail.store.makers import store_makers
+from twistedmail.tls import server_tls_options
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -84,6 +86,7 @@ class Client:
     token: str | None = None
     basic: tuple[str, str] | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
 
     def request(
         self,
@@ -105,7 +108,15 @@ class Client:
         if self.cookie is not None:
             sent["Cookie"] = self.cookie
         sent.update(headers or {})
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn: http.client.HTTPConnection
+        if self.tls:
+            # The test certificate is self-signed: encryption, not identity, is under test.
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()
@@ -133,9 +144,10 @@ class Server:
     accounts: Accounts
     outbox: RecordingOutbox
     backend: str
+    tls: bool = False
 
     def client(self, **kw: Any) -> Client:
-        return Client(self.port, **kw)
+        return Client(self.port, tls=self.tls, **kw)
 
     async def account(self, user: str) -> IMailAccount:
         found: IMailAccount = await self.store.account(user)
@@ -161,11 +173,16 @@ def _login(user: str) -> dict[str, str]:
 
 
 def start_server(
-    backend: str, data_dir: Path, settings: HttpSettings = SETTINGS, relay: bool = True
+    backend: str,
+    data_dir: Path,
+    settings: HttpSettings = SETTINGS,
+    relay: bool = True,
+    tls: bool = False,
 ) -> Iterator[Server]:
     """
     Build and listen; a generator for fixtures (tears down after the yield).
-    Without ``relay`` there is no outbound queue, as before it is configured.
+    Without ``relay`` there is no outbound queue, as before it is configured;
+    with ``tls`` the listener speaks HTTPS (the ``https`` role).
     """
     from twisted.internet import reactor as _reactor
 
@@ -181,9 +198,13 @@ def start_server(
     site = make_http_site(
         settings, make_portal(accounts, store, reactor), accounts, store, delivery, reactor, reactor
     )
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    if tls:
+        options = server_tls_options(str(data_dir), None, None, "localhost")
+        port = reactor.listenSSL(0, site, options, interface="127.0.0.1")
+    else:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
     try:
-        yield Server(port.getHost().port, store, accounts, outbox, backend)
+        yield Server(port.getHost().port, store, accounts, outbox, backend, tls)
     finally:
         pytest_twisted.blockon(port.stopListening())
         pytest_twisted.blockon(store.close())

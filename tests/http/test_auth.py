@@ -5,12 +5,14 @@ and the security headers every response carries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 
-from tests.http.http_harness import ALICE, BOB, PASSWORDS, Server, call
+from tests.http.http_harness import ALICE, BOB, PASSWORDS, Server, call, start_server
 
 #: pytest_twisted.ensureDeferred, typed (the package has no type hints).
 ensure_deferred: Callable[[Callable[..., Any]], Callable[..., Any]] = pytest_twisted.ensureDeferred
@@ -199,3 +201,29 @@ async def test_unknown_route_and_wrong_method(memory_server: Server) -> None:
     assert r.status == 404 and r.error_code == "not_found"
     r = await call(client, "PUT", "/api/mailboxes")
     assert r.status == 405 and "GET" in r.headers["allow"] and "POST" in r.headers["allow"]
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[Server]:
+    yield from start_server("memory", tmp_path, tls=True)
+
+
+@ensure_deferred
+async def test_over_https_the_cookie_is_secure_and_hsts_is_sent(https_server: Server) -> None:
+    client = https_server.client()
+    login = {"address": ALICE, "password": PASSWORDS[ALICE]}
+    r = await call(client, "POST", "/api/session", json_body=login)
+    assert r.status == 201
+    assert "Secure" in r.headers["set-cookie"].split("; ")
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+    r = await call(client, "GET", "/api/mailboxes")
+    assert r.status == 200
+
+
+@ensure_deferred
+async def test_head_answers_like_get_without_a_body(memory_server: Server) -> None:
+    client = await memory_server.login()
+    get = await call(client, "GET", "/api/mailboxes")
+    head = await call(client, "HEAD", "/api/mailboxes")
+    assert head.status == 200 and head.body == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
