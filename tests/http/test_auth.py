@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
+from twisted.internet.threads import deferToThread
 
 from tests.http.http_harness import ALICE, BOB, PASSWORDS, Server, call, start_server
 
@@ -227,3 +228,14 @@ async def test_head_answers_like_get_without_a_body(memory_server: Server) -> No
     head = await call(client, "HEAD", "/api/mailboxes")
     assert head.status == 200 and head.body == b""
     assert head.headers["content-length"] == get.headers["content-length"]
+
+
+@ensure_deferred
+async def test_password_change_or_removal_ends_sessions(memory_server: Server) -> None:
+    alice = await memory_server.login(ALICE)
+    bob = await memory_server.login(BOB)
+    await deferToThread(memory_server.accounts.set_password, ALICE, "new secret")
+    r = await call(alice, "GET", "/api/mailboxes")
+    assert r.status == 401
+    await deferToThread(memory_server.accounts.remove_user, BOB)
+    assert (await call(bob, "GET", "/api/mailboxes")).status == 401

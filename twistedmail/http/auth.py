@@ -74,6 +74,12 @@ def _from_token(ctx: ApiContext, token: str, by_cookie: bool) -> Caller:
     session = ctx.sessions.get(token)
     if session is None:
         raise unauthorized()
+    if ctx.accounts.password_hash(session.user) != session.credential:
+        # The user was removed or their password changed (perhaps because it
+        # leaked): every session opened with the old one ends, as a new
+        # IMAP login with it would fail.
+        ctx.sessions.end(token)
+        raise unauthorized()
     return Caller(session.user, session.account, token, by_cookie)
 
 
@@ -166,7 +172,7 @@ async def create_session(call: Call) -> Reply:
     if not isinstance(password, str):
         raise ApiError.bad("password", "password is required")
     user, account = await log_in(call.ctx, request, login, password)
-    token = call.ctx.sessions.create(user, account)
+    token = call.ctx.sessions.create(user, account, call.ctx.accounts.password_hash(user))
     lifetime = int(call.ctx.settings.session_lifetime)
     _cookie(request, token, lifetime)
     return json_reply(

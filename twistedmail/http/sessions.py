@@ -26,6 +26,8 @@ class Session:
     account: IMailAccount
     created: float
     last_used: float
+    credential: str | None = None
+    """The user's password hash at login: a session dies when it changes."""
 
 
 def _digest(token: str) -> bytes:
@@ -45,11 +47,11 @@ class Sessions:
         # Oldest first, so eviction drops the stalest session.
         self._by_digest: OrderedDict[bytes, Session] = OrderedDict()
 
-    def create(self, user: str, account: IMailAccount) -> str:
+    def create(self, user: str, account: IMailAccount, credential: str | None = None) -> str:
         """A new session for ``user``; returns its token (43 URL-safe characters)."""
         now = self._clock.seconds()
         token = secrets.token_urlsafe(32)
-        self._by_digest[_digest(token)] = Session(user, account, now, now)
+        self._by_digest[_digest(token)] = Session(user, account, now, now, credential)
         while len(self._by_digest) > self._max:
             self._by_digest.popitem(last=False)
         return token
