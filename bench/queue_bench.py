@@ -43,10 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+# The daemons are driven by the e2e tests' harness (the checkout's root on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import postfix_harness  # type: ignore[import-not-found]
-from daemon_harness import PASSWORD, MailHost  # type: ignore[import-not-found]
+from tests.e2e import postfix_harness
+from tests.e2e.daemon_harness import PASSWORD, MailHost
 
 ALICE = "alice@crepes.fr"
 BOB = "bob@hamburger.edu"

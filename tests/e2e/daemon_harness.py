@@ -37,8 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from tests.e2e.test_twistd import Daemon, listeners_reported, started  # type: ignore[import-not-found]
-
+from tests.e2e.test_twistd import Daemon, listeners_reported, started
 from twistedmail.accounts import Accounts
 from twistedmail.tls import self_signed_paths
 
@@ -192,7 +191,9 @@ class MailHost:
         daemon.wait_for(lambda lines: started(lines) and _runner_loaded(lines))
         ports = listeners_reported(daemon.lines)
         assert ports.get("smtp") == self.smtp_port, daemon.log()
-        self.submission_port = ports["submission"]
+        submission = ports.get("submission")
+        assert submission is not None, daemon.log()
+        self.submission_port = submission
         self.imap_port = ports.get("imap")
 
     @property
@@ -356,6 +357,13 @@ def parse(raw: bytes) -> email.message.EmailMessage:
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
     return message
+
+
+def parts_of(message: email.message.Message) -> list[email.message.Message]:
+    """The sub-parts of a multipart (or a message/* part's blocks), typed."""
+    payload = message.get_payload()
+    assert isinstance(payload, list), message.get_content_type()
+    return [part for part in payload if isinstance(part, email.message.Message)]
 
 
 def body_of(raw: bytes) -> bytes:

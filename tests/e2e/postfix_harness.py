@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.e2e.daemon_harness import LOOPBACK, WAIT, free_port, wait_until  # type: ignore[import-not-found]
+from tests.e2e.daemon_harness import LOOPBACK, WAIT, free_port, wait_until
 
 POSTFIX = "/usr/sbin/postfix"
 DOMAIN = "postfix.test"

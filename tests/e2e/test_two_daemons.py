@@ -23,13 +23,15 @@ import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
-import tests.e2e.postfix_harness as postfix_harness  # type: ignore[import-not-found]
 import pytest
-from tests.e2e.daemon_harness import (  # type: ignore[import-not-found]
+
+import tests.e2e.postfix_harness as postfix_harness
+from tests.e2e.daemon_harness import (
     PASSWORD,
     MailHost,
     body_of,
     parse,
+    parts_of,
     received_lines,
     wait_until,
 )
@@ -229,14 +231,14 @@ def delivery_status(raw: bytes) -> list[dict[str, str]]:
     dsn = parse(raw)
     assert dsn.get_content_type() == "multipart/report"
     assert dsn.get_param("report-type") == "delivery-status"
-    parts = dsn.get_payload()
-    assert isinstance(parts, list) and len(parts) == 3
+    parts = parts_of(dsn)
+    assert len(parts) == 3
     human, status, returned = parts
     assert human.get_content_type() == "text/plain"
     assert status.get_content_type() == "message/delivery-status"
     assert returned.get_content_type() in ("message/rfc822", "text/rfc822-headers")
-    blocks = status.get_payload()
-    assert isinstance(blocks, list) and len(blocks) >= 2
+    blocks = parts_of(status)
+    assert len(blocks) >= 2
     return [dict(block.items()) for block in blocks]
 
 
@@ -261,7 +263,7 @@ def test_unknown_recipient_gets_alice_a_dsn_within_one_attempt(make_hosts, stora
     assert per_recipient["Status"] == "5.1.1"
     assert per_recipient["Diagnostic-Code"].startswith("smtp; 550 5.1.1")
     assert per_recipient["Remote-MTA"] == "dns; hamburger.edu"  # the route's name
-    returned = dsn.get_payload()[2].get_payload()[0]
+    [returned] = parts_of(parts_of(dsn)[2])
     assert returned["Subject"] == "For nobody"
 
     wait_until(hosts.alice.queue_empty, "Alice's queue to empty")
