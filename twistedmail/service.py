@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -69,6 +69,10 @@ class ServiceContext:
     """The durable outbound queue: remote recipients of authenticated senders."""
     delivery: Delivery
     """The one path from an accepted message to the store and the queue."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """Objects two listeners share (one HTTP site for ``http`` and ``https``)."""
+    listeners: list[ListenerService] = field(default_factory=list)
+    """Every listener, for ``/healthz``."""
 
 
 # --- The protocols ------------------------------------------------------------------
@@ -112,8 +116,37 @@ def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
 
 
 def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
-    """``http`` and ``https``: the JSON API and the web page."""
-    return None
+    """
+    ``http`` and ``https``: the JSON API and the web page.
+
+    Both listeners serve one site, so a login over either is one session.
+    """
+    site = ctx.shared.get("http")
+    if site is None:
+        from twistedmail.http.app import make_http_site
+        from twistedmail.http.context import HttpSettings
+
+        settings = HttpSettings(
+            max_upload_size=ctx.config.http.max_upload_size,
+            hostname=ctx.config.server.hostname,
+        )
+        site = make_http_site(
+            settings,
+            ctx.portal,
+            ctx.accounts,
+            ctx.store,
+            ctx.delivery,
+            ctx.reactor,
+            ctx.reactor,
+            health=lambda: _health(ctx),
+        )
+        ctx.shared["http"] = site
+    return site  # type: ignore[no-any-return]
+
+
+def _health(ctx: ServiceContext) -> dict[str, bool]:
+    """Each listener's state for ``/healthz``: up while it is listening."""
+    return {listener.role: listener.port is not None for listener in ctx.listeners}
 
 
 FactoryMaker = Callable[[ServiceContext, str], IProtocolFactory | None]
@@ -353,6 +386,7 @@ def _listener(
     if role in IMPLICIT_TLS_LISTENERS and not isinstance(endpoint, SSL4ServerEndpoint):
         served = TLSMemoryBIOFactory(ctx.tls, False, factory, clock=ctx.reactor)
     listener = ListenerService(role, description, endpoint, served)
+    ctx.listeners.append(listener)
     if IService.providedBy(factory):
         # The protocol's own service, stopped after its listener.
         holder = MultiService()  # type: ignore[no-untyped-call]
