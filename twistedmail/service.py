@@ -112,7 +112,27 @@ def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
 
 def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
     """``imap`` (STARTTLS) and ``imaps`` (implicit TLS)."""
-    return None
+    from twistedmail.imap.server import IMAPFactory, ImapSettings
+
+    c = ctx.config.imap
+    settings = ImapSettings(
+        idle_timeout=float(c.idle_timeout),
+        max_literal_size=c.max_literal_size,
+        max_connections_per_user=c.max_connections_per_user,
+        max_login_failures=c.max_login_failures,
+        allow_plaintext_login_on_loopback=c.allow_plaintext_login_on_loopback,
+    )
+    # Implicit TLS (imaps) is done by the listener, as for SMTP; the session
+    # sees a TLS transport and does not offer STARTTLS.
+    return IMAPFactory(
+        settings,
+        ctx.portal,
+        ctx.config.server.hostname,
+        ctx.tls,
+        False,
+        ctx.reactor,
+        ctx.reactor,
+    )
 
 
 def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:

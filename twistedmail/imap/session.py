@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -92,6 +92,10 @@ class IMAPSession(LineReceiver):
         return str(getattr(peer, "host", "unknown"))
 
     def connectionMade(self) -> None:
+        # Implicit TLS done by the listener (the daemon wraps ``imaps`` in
+        # TLSMemoryBIOFactory, or an ``ssl:`` endpoint): already secure.
+        if ISSLTransport.providedBy(self.transport):
+            self.secure = True
         self._reset_timer()
         caps = " ".join(commands_auth.capabilities(self))
         self.write(
