@@ -11,6 +11,7 @@ than our Twisted client.
 from __future__ import annotations
 
 import argparse
+import base64
 import email.policy
 import getpass
 import ipaddress
@@ -127,7 +128,7 @@ def submit(
             client.starttls(context=context)
             client.ehlo()
             if username is not None:
-                client.login(username, password or "")
+                _login(client, username, password or "")
             return client.sendmail(sender, list(recipients), message, mail_options=options)
     except smtplib.SMTPAuthenticationError as err:
         raise SendError(f"authentication failed: {err.smtp_code} {_text(err.smtp_error)}") from err
@@ -138,6 +139,24 @@ def submit(
         raise SendError(f"server said {err.smtp_code} {_text(err.smtp_error)}") from err
     except (smtplib.SMTPException, ssl.SSLError) as err:
         raise SendError(f"submission failed: {err}") from err
+
+
+def _login(client: smtplib.SMTP, username: str, password: str) -> None:
+    """
+    AUTH, with UTF-8 credentials where needed: smtplib encodes its AUTH
+    responses as ASCII (UnicodeEncodeError on "crêpe"), while PLAIN carries
+    UTF-8 (RFC 4616 §2), so a non-ASCII login is sent as PLAIN here.
+    """
+    if username.isascii() and password.isascii():
+        client.login(username, password)
+        return
+    offered = client.esmtp_features.get("auth", "").upper().split()
+    if "PLAIN" not in offered:
+        raise SendError("the server offers no AUTH PLAIN for a non-ASCII user name or password")
+    token = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode()).decode()
+    code, reply = client.docmd("AUTH", "PLAIN " + token)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def _text(value: bytes | str) -> str:
