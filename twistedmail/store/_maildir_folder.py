@@ -42,6 +42,7 @@ from twistedmail.model import (
     MessagesAdded,
     MessagesExpunged,
 )
+from twistedmail.store._maildir_files import DirSync
 from twistedmail.store._maildir_index import LOCK_FILE, FileLock, IndexLost, UidIndex
 from twistedmail.store._maildir_keywords import Keywords, cur_name, split_name
 
@@ -105,7 +106,12 @@ class Folder:
         self._new_uidvalidity = new_uidvalidity
         self._listdir = listdir
         self._entries: dict[int, Entry] = {}
+        # The file names of _entries per directory, kept in step with it, so
+        # that a sync can compare a listing with them using set operations.
+        self._names: dict[str, set[str]] = {d: set() for d in _DIRS}
         self._loaded = False
+        #: Group commit of each directory's fsync for renames made in threads.
+        self.dirsync = {d: DirSync(os.path.join(path, d)) for d in _DIRS}
         self._stamps: dict[str, Stamp | None] = {"new": None, "cur": None}
         self._dirty: set[str] = set()
         self._sorted: list[MessageInfo] | None = None
@@ -161,6 +167,25 @@ class Folder:
         self._sorted = None
         self._status = None
 
+    def _put(self, entry: Entry) -> None:
+        """Cache ``entry`` under its UID, replacing what was there."""
+        old = self._entries.get(entry.info.uid)
+        if old is not None:
+            self._names[old.subdir].discard(old.filename)
+        self._entries[entry.info.uid] = entry
+        self._names[entry.subdir].add(entry.filename)
+
+    def _pop(self, uid: int) -> None:
+        old = self._entries.pop(uid, None)
+        if old is not None:
+            self._names[old.subdir].discard(old.filename)
+
+    def _replace_all(self, entries: dict[int, Entry]) -> None:
+        self._entries = entries
+        self._names = {d: set() for d in _DIRS}
+        for entry in entries.values():
+            self._names[entry.subdir].add(entry.filename)
+
     # --- syncing with the disk ---------------------------------------------------------
 
     def _stat_dir(self, subdir: str) -> Stamp:
@@ -181,14 +206,15 @@ class Folder:
         if self._loaded and not stale and self.index.unchanged():
             return []
         with self.lock.held():
-            self._refresh_index()
+            others = self._refresh_index()
             if not self._loaded:
                 self._clean_tmp()
                 stale = set(_DIRS)
             self.keywords.refresh()
             listed = time.time_ns()
-            files = self._listing(stale)
-            events = self._reconcile(files)
+            fresh = {d: self._list(d) for d in sorted(stale, key=_DIRS.index)}
+            quick = None if others or not self._loaded else self._only_added(fresh)
+            events = quick if quick is not None else self._reconcile(self._listing(fresh))
             self.index.flush()
         for d in stale:
             self._stamps[d] = stamps[d]
@@ -199,39 +225,93 @@ class Folder:
         self._loaded = True
         return events
 
-    def _refresh_index(self) -> None:
+    def _refresh_index(self) -> bool:
+        """Catch up with the index; True if someone else changed it (or it was lost)."""
         try:
-            self.index.refresh()
+            return self.index.refresh()
         except IndexLost:
             # Contract: a lost UID index means a new, larger UIDVALIDITY.
             self.index.create(self._new_uidvalidity())
             if self._loaded:
                 log.warn("UID index of {folder} was lost; new UIDVALIDITY", folder=self.path)
-            self._entries = {}
+            self._replace_all({})
             self._loaded = False
             self._changed()
+            return True
 
-    def _listing(self, stale: set[str]) -> dict[str, tuple[str, str]]:
-        """base -> (subdir, filename): fresh for ``stale`` dirs, cached for the rest."""
+    def _list(self, subdir: str) -> set[str]:
+        """The message file names in ``subdir``."""
+        # Hidden files are not mail; a line break would break the index's
+        # line format (and no maildir writer makes one).
+        return {
+            name
+            for name in self._listdir(os.path.join(self.path, subdir))
+            if not name.startswith(".") and "\n" not in name
+        }
+
+    def _only_added(self, fresh: dict[str, set[str]]) -> list[ChangeEvent] | None:
+        """
+        The common case after deliveries, ours or others': the listed
+        directories only gained files nobody indexed.  Adopt them without
+        walking every message; None if anything else changed (a file went,
+        was renamed, or is indexed already), which `_reconcile` sorts out.
+        Call with an index nobody else changed since we last read it, so
+        that index and cache agree.
+        """
+        added: dict[str, tuple[str, str]] = {}
+        for subdir, names in fresh.items():
+            known = self._names[subdir]
+            if not known <= names:
+                return None
+            for filename in names - known:
+                base = filename.partition(":")[0]
+                if base in added or base in self.index.by_base:
+                    return None
+                added[base] = (subdir, filename)
+        if not added:
+            return []
+        infos = self._adopt(added, sorted(added))
+        if not infos:
+            return []
+        self._changed()
+        return [MessagesAdded(self.name, self.uidvalidity, tuple(infos))]
+
+    def _adopt(self, files: dict[str, tuple[str, str]], bases: list[str]) -> list[MessageInfo]:
+        """Give files nobody indexed a UID each, in base-name (delivery) order."""
+        if bases:
+            log.info("Adopting {count} new files in {folder}", count=len(bases), folder=self.path)
+        infos: list[MessageInfo] = []
+        for base in bases:
+            subdir, filename = files[base]
+            letters = self._letters(filename)
+            try:
+                st = os.stat(os.path.join(self.path, subdir, filename))
+            except FileNotFoundError:
+                continue
+            record = self.index.add(base, letters, int(st.st_mtime), st.st_size)
+            flags = self.keywords.flags_of(letters)
+            info = MessageInfo(record.uid, flags, _date(record.date), record.size, record.modseq)
+            self._put(Entry(base, subdir, filename, letters, info))
+            infos.append(info)
+        return infos
+
+    def _listing(self, fresh: dict[str, set[str]]) -> dict[str, tuple[str, str]]:
+        """base -> (subdir, filename): ``fresh`` listings, the cache for the other dirs."""
         files: dict[str, tuple[str, str]] = {}
         for entry in self._entries.values():
-            if entry.subdir not in stale:
+            if entry.subdir not in fresh:
                 files[entry.base] = (entry.subdir, entry.filename)
         # new/ before cur/: a file moved new -> cur meanwhile is still seen.
         for subdir in _DIRS:
-            if subdir in stale:
-                for filename in self._listdir(os.path.join(self.path, subdir)):
-                    # Hidden files are not mail; a line break would break the
-                    # index's line format (and no maildir writer makes one).
-                    if not filename.startswith(".") and "\n" not in filename:
-                        files[filename.partition(":")[0]] = (subdir, filename)
+            for filename in fresh.get(subdir, ()):
+                files[filename.partition(":")[0]] = (subdir, filename)
         return files
 
     def _reconcile(self, files: dict[str, tuple[str, str]]) -> list[ChangeEvent]:
         if any(r.base not in files for r in self.index.by_uid.values()):
             # A file renamed while we listed may be missed: look once more
             # before calling anything expunged.
-            files = self._listing(set(_DIRS))
+            files = self._listing({d: self._list(d) for d in _DIRS})
         initial = not self._loaded
         old = self._entries
         new: dict[int, Entry] = {}
@@ -267,25 +347,12 @@ class Folder:
                 changed.append(info)
             new[record.uid] = Entry(base, subdir, filename, letters, info)
         added = [new[uid].info for uid in sorted(set(new) - set(old))] if not initial else []
-        if adopt:
-            log.info("Adopting {count} new files in {folder}", count=len(adopt), folder=self.path)
-        for base in sorted(adopt):
-            subdir, filename = files[base]
-            letters = self._letters(filename)
-            try:
-                st = os.stat(os.path.join(self.path, subdir, filename))
-            except FileNotFoundError:
-                continue
-            record = self.index.add(base, letters, int(st.st_mtime), st.st_size)
-            flags = self.keywords.flags_of(letters)
-            info = MessageInfo(record.uid, flags, _date(record.date), record.size, record.modseq)
-            new[record.uid] = Entry(base, subdir, filename, letters, info)
-            added.append(info)
+        self._replace_all(new)
+        added += self._adopt(files, sorted(adopt))
         gone = [r.uid for r in self.index.by_uid.values() if r.base not in files]
         if gone:
             self.index.remove(sorted(gone))
-        expunged = sorted((set(old) - set(new)) | set(gone))
-        self._entries = new
+        expunged = sorted((set(old) - set(self._entries)) | set(gone))
         events: list[ChangeEvent] = []
         if changed or added or expunged:
             self._changed()
@@ -355,7 +422,7 @@ class Folder:
                     flags = self.keywords.flags_of(letters) | record.extra
                     info = MessageInfo(record.uid, flags, when, size, record.modseq)
                     entry = Entry(base, subdir, filename, letters, info)
-                    self._entries[record.uid] = entry
+                    self._put(entry)
                     fresh.append(info)
                 infos.append(entry.info)
             self.index.flush()
@@ -382,7 +449,9 @@ class Folder:
             except FileNotFoundError:
                 self.invalidate()  # someone else moved it: the next sync will tell
                 return None
+            self._names[entry.subdir].discard(entry.filename)
             entry.subdir, entry.filename, entry.letters = "cur", filename, letters
+            self._names["cur"].add(filename)
         record = self.index.change(entry.info.uid, letters, extra)
         flags = self.keywords.flags_of(letters) | record.extra
         entry.info = info = replace(entry.info, flags=flags, modseq=record.modseq)
@@ -398,7 +467,7 @@ class Folder:
         if not present:
             return None
         for uid in present:
-            del self._entries[uid]
+            self._pop(uid)
         known = [uid for uid in present if uid in self.index.by_uid]
         if known:
             self.index.remove(known)

@@ -146,18 +146,23 @@ class UidIndex:
 
     # --- reading -----------------------------------------------------------------
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
         """
         Catch up with the file: read only the new tail when it grew in place.
 
+        Returns False if the file is exactly as we last read or wrote it
+        (nobody else changed anything), True if it was read again.
+
         :raises IndexLost: no usable file.
         """
+        if self._stamp is not None and self.unchanged():
+            return False  # one stat instead of open, fstat and close
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
                 stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
                 if stamp == self._stamp:
-                    return
+                    return False
                 full = self._stamp is None or st.st_ino != self._stamp[0]
                 if full or st.st_size < self._offset:
                     self._reset()
@@ -173,6 +178,7 @@ class UidIndex:
         if not self.uidvalidity:
             raise IndexLost(self.path)
         self._stamp = stamp
+        return True
 
     def _reset(self) -> None:
         self.uidvalidity = 0

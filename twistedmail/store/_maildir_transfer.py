@@ -42,6 +42,44 @@ class Transfer:
         self._emit = emit
         self._now = now
 
+    async def deliver(self, folder: Folder, data: bytes, when: datetime) -> Appended:
+        """
+        The SMTP path: no flags, so the file goes to ``new/`` and needs no
+        keyword letters, no lock and no look at the folder before it lands.
+
+        Writing, fsync, rename and the directory fsync are one thread-pool
+        job (the directory fsync shared with concurrent deliveries, see
+        `DirSync`); the reactor thread only hands out the UID.  The folder
+        is not synced first: mail others dropped in is found by the next
+        read of the folder (`IMailAccount.messages`), and our own file
+        enters the cache directly, so a burst of deliveries never lists or
+        walks the folder.
+        """
+        size = len(data)
+        base = self._names.base(self._now(), size)
+        try:
+            await self._thread(
+                files.place,
+                folder.path,
+                base,
+                base,
+                data,
+                int(when.timestamp()),
+                folder.dirsync["new"],
+            )
+        except FileNotFoundError:
+            raise NoSuchMailbox(folder.name) from None
+        except OSError as e:
+            raise TemporaryFailure(f"cannot write into {folder.name}: {e.strerror}") from e
+        placed = Placed(base, "new", base, "", frozenset(), when, size)
+        try:
+            infos, events = folder.commit_added([placed])
+        except BaseException:
+            folder.invalidate()  # the file is in new/: the next sync adopts it
+            raise
+        self._emit(events)
+        return Appended(folder.name, folder.uidvalidity, infos[0])
+
     async def store(
         self,
         folder: Folder,

@@ -328,16 +328,24 @@ class MaildirAccount:
         return self._run(self._deliver(message, mailbox))
 
     async def _deliver(self, message: bytes, mailbox: str) -> Appended:
-        """A missing or invalid mailbox falls back to INBOX, as memory.py does."""
+        """
+        A missing or invalid mailbox falls back to INBOX, as memory.py does.
+
+        No sync first (see `Transfer.deliver`): a mailbox removed behind our
+        back shows up as the write failing, and then INBOX takes the mail.
+        """
         if not isinstance(message, bytes):
             raise TypeError("message must be bytes")
-        try:
-            folder = self._synced(mailbox)
-        except (InvalidMailboxName, NoSuchMailbox):
-            self._root.ensure()
-            folder = self._synced(INBOX)
         when = datetime.fromtimestamp(int(self._reactor.seconds()), UTC)
-        return await self._transfer.store(folder, message, frozenset(), when, deliver=True)
+        folder: Folder | None = None
+        try:
+            folder = self._folder(mailbox)
+            return await self._transfer.deliver(folder, message, when)
+        except (InvalidMailboxName, NoSuchMailbox):
+            if folder is not None:
+                self._drop(folder.name)  # deleted by another program
+        self._root.ensure()
+        return await self._transfer.deliver(self._folder(INBOX), message, when)
 
     def copy(self, source: str, uids: Sequence[int], destination: str) -> Deferred[CopyResult]:
         return self._run(self._copy(source, uids, destination, False))
