@@ -128,6 +128,8 @@ class MailHost:
         self.daemon: Daemon | None = None
         self.submission_port = 0
         self.imap_port: int | None = None
+        self.passwords: dict[str, str] = {}
+        """Each user's password, for IMAP (a test that changes one says so here)."""
         root.mkdir(parents=True, exist_ok=True)
 
     # --- Configuration -------------------------------------------------------
@@ -169,6 +171,7 @@ class MailHost:
     def add_user(self, address: str, password: str = PASSWORD) -> None:
         """Straight into the accounts file, with a cheap hash (the CLI's path is tested apart)."""
         accounts = Accounts.in_data_dir(str(self.data), scrypt_n=2)
+        self.passwords[address] = password
         try:
             accounts.add_user(address, password)
         finally:
@@ -309,13 +312,18 @@ class MailHost:
                 continue  # moved from new/ to cur/ meanwhile; seen on the next poll
         return contents
 
-    def inbox_imap(self, user: str, password: str = PASSWORD) -> list[bytes]:
+    def inbox_imap(self, user: str) -> list[bytes]:
         """Every message in the user's INBOX over IMAP (needs the IMAP listener)."""
         assert self.imap_port is not None, "IMAP is not available in this daemon"
         client = imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=WAIT)
         try:
             client.starttls(ssl.create_default_context(cafile=self.cafile))
-            client.login(user, password)
+            password = self.passwords.get(user, PASSWORD)
+            if password.isascii():
+                client.login(user, password)
+            else:  # imaplib's LOGIN is ASCII-only; PLAIN carries UTF-8 (RFC 4616)
+                plain = b"\0" + user.encode() + b"\0" + password.encode()
+                client.authenticate("PLAIN", lambda _challenge: plain)
             client.select("INBOX", readonly=True)
             typ, data = client.uid("SEARCH", "ALL")
             assert typ == "OK", data
