@@ -114,8 +114,8 @@ def header_names(raw: bytes) -> list[str]:
 def assert_relayed_exactly(received: bytes, original: bytes) -> None:
     """
     What Bob's server stored is Alice's bytes with only trace fields in
-    front: Bob's server's ``Received:`` on top (newest first, RFC 5321
-    §4.4), then Alice's server's, and at most a ``Return-Path:``.
+    front: ``Return-Path:``, Bob's server's ``Received:`` (newest first,
+    RFC 5321 §4.4), then Alice's server's.
     """
     assert received.endswith(original)
     prefix = received[: -len(original)]
@@ -131,8 +131,8 @@ def assert_relayed_exactly(received: bytes, original: bytes) -> None:
     assert " with ESMTPS " in by_bob and f"for <{BOB}>" in by_bob
     # Alice's server took the submission with STARTTLS and AUTH.
     assert "by crepes.fr (twistedmail) with ESMTPSA " in by_alice, by_alice
-    if "Return-Path" in names:
-        assert f"Return-Path: <{ALICE}>".encode() in prefix
+    # RFC 5321 §4.4: the final delivery records the reverse path, first.
+    assert prefix.startswith(f"Return-Path: <{ALICE}>\r\n".encode())
 
 
 # --- 1. Submission, queue, relay, delivery --------------------------------------------
@@ -262,6 +262,7 @@ def test_unknown_recipient_gets_alice_a_dsn_within_one_attempt(make_hosts, stora
     hosts.alice.submit(ALICE, ["nobody@hamburger.edu"], original)
 
     [raw] = hosts.alice.wait_for_mail(ALICE, 1)
+    assert raw.startswith(b"Return-Path: <>\r\n")  # the null reverse path (RFC 5321 §6.2)
     dsn = parse(raw)
     assert dsn["From"] == "Mail Delivery System <MAILER-DAEMON@crepes.fr>"
     assert dsn["To"].addresses[0].addr_spec == ALICE
