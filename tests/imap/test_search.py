@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 from twistedmail.interfaces import IMailAccount
 
 SUBJECT_2047 = "=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?="
@@ -38,7 +38,8 @@ async def _mailbox(client: Client, account: IMailAccount) -> None:
     )
     await account.append(
         "INBOX",
-        b"From: dave@example.net\r\nCc: Erin <erin@example.com>\r\nDate: Fri, 1 Mar 2024 23:30:00 -0800\r\n"
+        b"From: dave@example.net\r\nCc: Erin <erin@example.com>\r\n"
+        b"Date: Fri, 1 Mar 2024 23:30:00 -0800\r\n"
         b"X-Custom: Foo Bar\r\n\r\nPlain body\r\n",
         ["\\Deleted", "\\Draft"],
         datetime(2024, 4, 1, 12, tzinfo=UTC),
