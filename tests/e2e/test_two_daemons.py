@@ -304,6 +304,77 @@ def test_undeliverable_until_max_age_gets_alice_a_dsn(make_hosts):
     assert len(settled) == 1, settled
 
 
+# --- One message, several recipients -----------------------------------------------------
+
+
+def test_one_session_per_destination_and_per_recipient_outcomes(make_hosts):
+    """
+    One message to two of Bob's mailboxes, an unknown address there, and
+    Alice's colleague on her own server: hamburger.edu gets one SMTP
+    session carrying its three recipients; Alice hears about the unknown
+    one only.
+    """
+    hosts = make_hosts()
+    hosts.bob.add_user("bobby@hamburger.edu")
+    hosts.alice.add_user("chef@crepes.fr")
+    hosts.bob.start()
+    hosts.alice.start()
+    recipients = [BOB, "bobby@hamburger.edu", "nobody@hamburger.edu", "chef@crepes.fr"]
+    original = message("Pour tous", b"Crepes for everyone.\r\n", to=", ".join(recipients))
+    hosts.alice.submit(ALICE, recipients, original)
+
+    for host, user in [(hosts.bob, BOB), (hosts.bob, "bobby@hamburger.edu")]:
+        [received] = host.wait_for_mail(user, 1)
+        assert received.endswith(original)
+        # Several recipients: the trace names none (RFC 5321 §7.2, Bcc privacy).
+        assert b"for <" not in received[: -len(original)]
+    [local] = hosts.alice.wait_for_mail("chef@crepes.fr", 1)
+    assert local.endswith(original)
+    [raw] = hosts.alice.wait_for_mail(ALICE, 1)
+    _, failed = delivery_status(raw)
+    assert failed["Final-Recipient"] == "rfc822; nobody@hamburger.edu"
+    wait_until(hosts.alice.queue_empty, "Alice's queue to empty")
+    sessions = [line for line in hosts.alice.log_lines() if "recipient(s) settled" in line]
+    assert len(sessions) == 1 and "3 of 3 recipient(s) settled" in sessions[0], sessions
+
+
+# --- The queue admin commands against the running daemon -----------------------------------
+
+
+def queue_ids(listing: str) -> list[str]:
+    return re.findall(r"^([0-9a-z]+) +\S+ old ", listing, re.MULTILINE)
+
+
+def test_queue_show_bounce_delete_and_retry_through_the_running_daemon(make_hosts):
+    hosts = make_hosts(retry_schedule=[3600])  # no retry on its own within the test
+    hosts.alice.start()  # Bob's server is down
+    for subject in ("to bounce", "to delete", "to retry"):
+        hosts.alice.submit(ALICE, [BOB], message(subject, b"...\r\n"))
+    listing = wait_until(
+        lambda: q if (q := hosts.alice.queue_list()).count("next in ") == 3 else None,
+        "three deferred messages",
+    )
+    bounce, delete, retry = queue_ids(listing)
+    shown = hosts.alice.cli("queue", "show", bounce)
+    assert "  Subject: to bounce" in shown and f"<{ALICE}>" in shown
+
+    assert hosts.alice.cli("queue", "bounce", bounce).strip() == f"Done: bounce {bounce}."
+    [raw] = hosts.alice.wait_for_mail(ALICE, 1)
+    _, report = delivery_status(raw)
+    assert (report["Action"], report["Status"]) == ("failed", "5.0.0")
+    assert "administrator" in report["Diagnostic-Code"]
+
+    assert hosts.alice.cli("queue", "delete", delete).strip() == f"Done: delete {delete}."
+    assert queue_ids(hosts.alice.queue_list()) == [retry]
+
+    hosts.bob.start()
+    assert hosts.alice.cli("queue", "retry", retry).strip() == f"Done: retry {retry}."
+    [received] = hosts.bob.wait_for_mail(BOB, 1)
+    assert parse(received)["Subject"] == "to retry"
+    wait_until(hosts.alice.queue_empty, "Alice's queue to empty")
+    assert len(hosts.alice.inbox(ALICE)) == 1  # deleting tells nobody
+
+
 # --- 5. kill -9 ----------------------------------------------------------------------------
 
 
