@@ -97,6 +97,8 @@ def account(store: IMailStore) -> IMailAccount:
 @pytest_twisted.ensureDeferred
 async def test_imaplib_session(server: Server) -> None:
     def client() -> None:
+        data: Any
+        listing: Any
         with imaplib.IMAP4("127.0.0.1", server.number) as imap:
             assert imap.login(ALICE, PASSWORD)[0] == "OK"
             assert imap.create("Projects/2024")[0] == "OK"
@@ -191,7 +193,8 @@ async def test_two_sessions_and_idle(server: Server, account: IMailAccount) -> N
     await account.deliver(message("pushed"))
 
     def see_exists() -> list[Any]:
-        return watcher.idle_check(timeout=10)
+        got: list[Any] = watcher.idle_check(timeout=10)
+        return got
 
     responses = await threads.deferToThread(see_exists)
     assert (3, b"EXISTS") in responses

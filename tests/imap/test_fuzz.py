@@ -82,7 +82,8 @@ def test_random_commands_always_get_a_tagged_reply(
     msg = b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n"
     for _ in range(3):
         _result(account.append("INBOX", msg))
-    factory = IMAPFactory(ImapSettings(), Portal(None, []), "mx", None, False, task.Clock(), None)
+    portal = Portal(None, [])  # type: ignore[arg-type]
+    factory = IMAPFactory(ImapSettings(), portal, "mx", None, False, task.Clock(), None)
     session, transport = _session(factory, account)
     other, other_transport = _session(factory, account)
     other.dataReceived(b"o1 SELECT INBOX\r\n")
