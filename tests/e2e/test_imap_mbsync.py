@@ -37,7 +37,8 @@ def _reactor() -> Any:
 
 
 def _message(subject: str) -> bytes:
-    return f"From: bob@example.test\r\nTo: {ALICE}\r\nSubject: {subject}\r\n\r\nBody of {subject}\r\n".encode()
+    headers = f"From: bob@example.test\r\nTo: {ALICE}\r\nSubject: {subject}\r\n"
+    return f"{headers}\r\nBody of {subject}\r\n".encode()
 
 
 @pytest.fixture
