@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.outbound.smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
+from tests.outbound.smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
 from twistedmail.model import Recipient
 from twistedmail.smtp.client import (
     CHUNK_SIZE,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.outbound.dnsserver import start  # type: ignore[import-not-found]
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.names import dns
 
+from tests.outbound.dnsserver import start  # type: ignore[import-not-found]
 from twistedmail.outbound.mx import Hop, Router, RoutingError, SmartHost, make_resolver, resolve_mx
 from twistedmail.smtp.client import TLSPolicy
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.outbound.dnsserver import start as start_dns  # type: ignore[import-not-found]
-from tests.outbound.smtpsink import SinkConfig, SinkFactory, listen  # type: ignore[import-not-found]
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.names import dns
 
+from tests.outbound.dnsserver import start as start_dns  # type: ignore[import-not-found]
+from tests.outbound.smtpsink import SinkConfig, SinkFactory, listen  # type: ignore[import-not-found]
 from twistedmail.interfaces import NoSuchUser
 from twistedmail.model import Envelope, Recipient
 from twistedmail.outbound.queue import OutboundQueue, RecipientStatus
@@ -266,7 +266,7 @@ async def test_per_destination_limit(tmp_path, harnesses):
 async def test_mx_route_and_null_mx(tmp_path, harnesses):
     sink = SinkConfig()
     port = await listen(_reactor(), sink)
-    records = {
+    records: dict[bytes, list[Any]] = {
         b"hamburger.test": [dns.Record_MX(10, b"mx.hamburger.test")],
         b"mx.hamburger.test": [dns.Record_A("127.0.0.1")],
         b"nomail.test": [dns.Record_MX(0, b"")],

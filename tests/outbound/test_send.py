@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.outbound.smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
 from twisted.internet import threads
 
+from tests.outbound.smtpsink import SinkConfig, listen  # type: ignore[import-not-found]
 from twistedmail import cli
 from twistedmail.outbound import compose
 

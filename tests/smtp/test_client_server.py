@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.smtp.smtpd_harness import BOB, CAROL, World, body_of, world  # type: ignore[import-not-found]
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
+from tests.smtp.smtpd_harness import BOB, CAROL, World, body_of, world  # type: ignore[import-not-found]
 from twistedmail.model import Recipient
 from twistedmail.smtp.client import CHUNK_SIZE, ClientOptions, TLSPolicy, Transaction, deliver
 
