@@ -363,35 +363,59 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - started, commands
 
 
-def mixed_session(port: int, count: int, index: int) -> int:
+MIXED_ALL = (
+    "LOGIN",
+    "SELECT",
+    "FETCH 20",
+    "FETCH BODY[]",
+    "STORE",
+    "APPEND",
+    "UID STORE",
+    "EXPUNGE",
+    "LOGOUT",
+)
+Latencies = dict[str, list[float]]
+
+
+def mixed_session(port: int, count: int, index: int, latencies: Latencies) -> int:
     """One mail client's visit; the number of commands sent."""
+
+    def command(kind: str, line: bytes, literal: bytes | None = None) -> list[bytes]:
+        started = time.perf_counter()
+        reply = client.command(line, literal)
+        latencies.setdefault(kind, []).append(time.perf_counter() - started)
+        return reply
+
     client = Client(port)
-    client.login()
-    exists_of(client.command(b"SELECT INBOX"))
+    command("LOGIN", b'LOGIN "%s" "%s"' % (USER.encode(), PASSWORD.encode()))
+    exists_of(command("SELECT", b"SELECT INBOX"))
     # Only the original messages are read: they are never expunged, so their
     # numbers stay put while other clients append and expunge their own.
     first = 1 + (index * 37) % max(1, count - 20)
-    client.command(b"FETCH %d:%d (FLAGS ENVELOPE)" % (first, first + 19))
-    client.command(b"FETCH %d (BODY[])" % first)
-    client.command(b"STORE %d:%d +FLAGS (\\Answered)" % (first, first + 4))
-    reply = client.command(b"APPEND INBOX ()", make_message(count + index))
+    command("FETCH 20", b"FETCH %d:%d (FLAGS ENVELOPE)" % (first, first + 19))
+    command("FETCH BODY[]", b"FETCH %d (BODY[])" % first)
+    command("STORE", b"STORE %d:%d +FLAGS (\\Answered)" % (first, first + 4))
+    reply = command("APPEND", b"APPEND INBOX ()", make_message(count + index))
     uid = re.search(rb"\[APPENDUID \d+ (\d+)\]", reply[-1])
     if uid is None:
         raise ImapError(f"no APPENDUID: {reply[-1]!r}")
-    client.command(b"UID STORE " + uid[1] + b" +FLAGS.SILENT (\\Deleted)")
-    client.command(b"EXPUNGE")
-    client.close()  # LOGOUT
-    return 9
+    command("UID STORE", b"UID STORE " + uid[1] + b" +FLAGS.SILENT (\\Deleted)")
+    command("EXPUNGE", b"EXPUNGE")
+    command("LOGOUT", b"LOGOUT")
+    client.reader.close()
+    client.sock.close()
+    return len(MIXED_ALL)
 
 
-def mixed(port: int, count: int, clients: int, sessions: int) -> tuple[float, int]:
+def mixed(port: int, count: int, clients: int, sessions: int) -> tuple[float, int, Latencies]:
     done: list[int] = []
     errors: list[BaseException] = []
+    latencies: list[Latencies] = [{} for _ in range(clients)]
 
     def worker(number: int) -> None:
         try:
             for n in range(sessions):
-                done.append(mixed_session(port, count, number * sessions + n))
+                done.append(mixed_session(port, count, number * sessions + n, latencies[number]))
         except BaseException as e:  # reported after the threads end
             errors.append(e)
 
@@ -404,7 +428,22 @@ def mixed(port: int, count: int, clients: int, sessions: int) -> tuple[float, in
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return elapsed, sum(done)
+    merged: Latencies = {}
+    for each in latencies:
+        for kind, seconds in each.items():
+            merged.setdefault(kind, []).extend(seconds)
+    return elapsed, sum(done), merged
+
+
+def messages_in_inbox(port: int) -> int:
+    client = Client(port)
+    client.login()
+    lines = client.command(b"STATUS INBOX (MESSAGES)")
+    client.close()
+    m = re.search(rb"\(MESSAGES (\d+)\)", b"".join(lines))
+    if m is None:
+        raise ImapError(f"STATUS: {lines!r}")
+    return int(m[1])
 
 
 # --- The table ------------------------------------------------------------------------------
@@ -424,11 +463,11 @@ def ratio(ours: Figure | None, peer: Figure | None) -> str:
 
 
 def rows(names: list[str], figures: dict[str, dict[str, Figure]]) -> Iterator[str]:
-    header = f"{'operation':32}" + "".join(f"{n:>24}" for n in names)
+    header = f"{'operation':32}" + "".join(f"{n:>26}" for n in names)
     yield header
     yield "-" * len(header)
     for label, by_server in figures.items():
-        yield f"{label:32}" + "".join(f"{cell(by_server.get(n)):>24}" for n in names)
+        yield f"{label:32}" + "".join(f"{cell(by_server.get(n)):>26}" for n in names)
     ours = [n for n in names if n.startswith("ours")]
     peers = [n for n in names if not n.startswith("ours")]
     if not ours or not peers:
@@ -436,15 +475,23 @@ def rows(names: list[str], figures: dict[str, dict[str, Figure]]) -> Iterator[st
     pairs = [(o, p) for o in ours for p in peers]
     yield ""
     yield "Speed relative to the peer (above 1: ours is faster):"
-    header = f"{'operation':32}" + "".join(f"{o[5:] + ' vs ' + p:>24}" for o, p in pairs)
+    header = f"{'operation':32}" + "".join(f"{o[5:] + ' vs ' + p:>26}" for o, p in pairs)
     yield header
     yield "-" * len(header)
     for label, by_server in figures.items():
-        if label.startswith("fill"):
+        if label.startswith("fill"):  # no peer figure
             continue
         yield f"{label:32}" + "".join(
-            f"{ratio(by_server.get(o), by_server.get(p)):>24}" for o, p in pairs
+            f"{ratio(by_server.get(o), by_server.get(p)):>26}" for o, p in pairs
         )
+
+
+def latency_rows(names: list[str], breakdown: dict[str, dict[str, float]]) -> Iterator[str]:
+    header = f"{'command':32}" + "".join(f"{n:>26}" for n in names)
+    yield header
+    yield "-" * len(header)
+    for kind, by_server in breakdown.items():
+        yield f"{kind:32}" + "".join(f"{by_server[n] * 1000:>23.1f} ms" for n in names)
 
 
 def main() -> None:
@@ -467,6 +514,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="twistedmail-imap-bench-"))
     servers: list[Server] = []
     figures: dict[str, dict[str, Figure]] = {}
+    breakdown: dict[str, dict[str, float]] = {}
     try:
         for storage in ("maildir", "memory"):
             if storage in wanted:
@@ -500,8 +548,15 @@ def main() -> None:
 
         label = f"mixed, {args.clients} clients (cmds)"
         for server in servers:
-            seconds, commands = mixed(server.port, args.messages, args.clients, args.sessions)
-            figures.setdefault(label, {})[server.name] = Figure([seconds], commands)
+            seconds, commands, latencies = mixed(
+                server.port, args.messages, args.clients, args.sessions
+            )
+            left = messages_in_inbox(server.port)
+            note = "" if left == args.messages else f"INBOX left with {left}!"
+            figures.setdefault(label, {})[server.name] = Figure([seconds], commands, note)
+            for kind in MIXED_ALL:
+                mean = sum(latencies[kind]) / len(latencies[kind])
+                breakdown.setdefault(kind, {})[server.name] = mean
     finally:
         for server in servers:
             server.stop()
@@ -512,7 +567,12 @@ def main() -> None:
         f"mixed: {args.clients} clients x {args.sessions} sessions x 9 commands; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
-    for line in rows([s.name for s in servers], figures):
+    names = [s.name for s in servers]
+    for line in rows(names, figures):
+        print(line)
+    print()
+    print(f"Mixed workload: mean latency of each command ({args.clients} clients at once)")
+    for line in latency_rows(names, breakdown):
         print(line)
 
 
