@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import imaplib
 import importlib
+import smtplib
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,8 @@ from twisted.internet import defer, threads
 from twistedmail.accounts import Accounts, make_portal
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.interfaces import IMailAccount, IMailStore
+from twistedmail.smtp.server import SMTPFactory
+from twistedmail.smtp.settings import Role, SmtpSettings
 from twistedmail.store.makers import store_makers
 
 ALICE = "alice@example.test"
@@ -39,6 +42,11 @@ def message(subject: str, body: str = "Hello Alice.\r\n") -> bytes:
     ).encode()
 
 
+def _send_smtp(port: int, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.sendmail("bob@example.test", [ALICE], data)
+
+
 class Server:
     def __init__(self, store: IMailStore, accounts: Accounts, tls: Any = None) -> None:
         reactor = _reactor()
@@ -47,6 +55,11 @@ class Server:
         self.factory = IMAPFactory(settings, portal, "localhost", tls, False, reactor, reactor)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.number = self.port.getHost().port
+        smtp = SMTPFactory(
+            Role.MX, SmtpSettings(), "localhost", accounts, store, None, None, None, reactor
+        )
+        self.smtp_port = reactor.listenTCP(0, smtp, interface="127.0.0.1")
+        self.smtp_number = self.smtp_port.getHost().port
         if tls is not None:
             self.tls_factory = IMAPFactory(
                 settings, portal, "localhost", tls, True, reactor, reactor
@@ -56,6 +69,7 @@ class Server:
 
     async def stop(self) -> None:
         await self.port.stopListening()
+        await self.smtp_port.stopListening()
         if hasattr(self, "tls_port"):
             await self.tls_port.stopListening()
 
@@ -190,7 +204,8 @@ async def test_two_sessions_and_idle(server: Server, account: IMailAccount) -> N
 
     await threads.deferToThread(setup)
     watcher, actor = clients
-    await account.deliver(message("pushed"))
+    # Delivery over SMTP reaches the idling session through the store's events.
+    await threads.deferToThread(_send_smtp, server.smtp_number, message("pushed"))
 
     def see_exists() -> list[Any]:
         got: list[Any] = watcher.idle_check(timeout=10)

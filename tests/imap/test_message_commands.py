@@ -7,8 +7,8 @@ RFC 6851), EXPUNGE / UID EXPUNGE, CLOSE, UNSELECT (RFC 3691).
 from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 from twistedmail.interfaces import IMailAccount
 
 
@@ -191,3 +191,11 @@ async def test_read_only_refuses_changes(client: Client, account: IMailAccount) 
     )
     assert await client.command(b"a2 EXPUNGE") == b"a2 NO [READ-ONLY] Mailbox is read-only\r\n"
     assert await client.command(b"a3 MOVE 1 Trash") == b"a3 NO [READ-ONLY] Mailbox is read-only\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_star_in_empty_mailbox_names_nothing(client: Client) -> None:
+    await client.login()
+    await client.command(b"s1 SELECT INBOX")
+    assert await client.command(b"a1 FETCH 1:* FLAGS") == b"a1 OK FETCH completed\r\n"
+    assert (await client.command(b"a2 FETCH 1 FLAGS")).startswith(b"a2 BAD ")

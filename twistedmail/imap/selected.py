@@ -23,7 +23,7 @@ import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from twistedmail.imap.syntax import ParseError, SeqSet
+from twistedmail.imap.syntax import STAR, ParseError, SeqSet
 from twistedmail.interfaces import IMailAccount
 from twistedmail.model import (
     SYSTEM_FLAGS,
@@ -232,6 +232,9 @@ class SelectedMailbox:
                 found.update(uids[bisect.bisect_left(uids, lo) : bisect.bisect_right(uids, hi)])
             return sorted(found)
         exists = len(uids)
+        if not exists and any(STAR in r for r in seqs.ranges):
+            # "1:*" in an empty mailbox names nothing; clients send it.
+            return []
         ranges = seqs.resolve(exists)
         if any(hi > exists or lo < 1 for lo, hi in ranges):
             raise InvalidSequence("message sequence number out of range")
