@@ -36,6 +36,8 @@ class Received:
 class SinkConfig:
     extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME", "SIZE 10000000", "DSN")
     starttls: bool = False
+    #: Say 220 to STARTTLS, then send garbage instead of a handshake.
+    broken_tls: bool = False
     credentials: tuple[str, str] | None = None
     greeting: bytes = b"220 sink ESMTP"
     rcpt: Callable[[str], bytes] = lambda address: b"250 2.1.5 ok"
@@ -59,6 +61,15 @@ class SinkProtocol(LineReceiver):
     def reset(self) -> None:
         self.sender: str | None = None
         self.recipients: list[str] = []
+
+    refuse_handshake = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.refuse_handshake:  # the client's TLS hello: answer with nonsense
+            self.transport.write(b"this is not a TLS handshake\r\n")  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        super().dataReceived(data)
 
     def connectionMade(self) -> None:
         self.config.connections += 1
@@ -98,6 +109,9 @@ class SinkProtocol(LineReceiver):
             self.sendLine(b"250 " + lines[-1].encode())
         elif verb == "HELO":
             self.sendLine(b"250 sink")
+        elif verb == "STARTTLS" and self.config.broken_tls:
+            self.sendLine(b"220 2.0.0 go ahead")
+            self.refuse_handshake = True
         elif verb == "STARTTLS":
             self.sendLine(b"220 2.0.0 go ahead")
             self.transport.startTLS(server_tls())  # type: ignore[union-attr]

@@ -149,3 +149,17 @@ def test_smart_host_parsing():
     )
     relay = SmartHost.parse("tcp:host=127.0.0.1:port=2525:timeout=5")
     assert (relay.host, relay.port) == ("127.0.0.1", 2525)
+
+
+def test_nameserver_forms():
+    from twisted.internet import reactor
+
+    resolver = make_resolver(
+        ["192.0.2.53", "127.0.0.1:5353", "[::1]:5300", "2001:db8::53"], reactor
+    )
+    assert resolver.servers == [
+        ("192.0.2.53", 53),
+        ("127.0.0.1", 5353),
+        ("::1", 5300),
+        ("2001:db8::53", 53),
+    ]

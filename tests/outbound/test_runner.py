@@ -314,3 +314,20 @@ def test_second_runner_waits_for_the_lock(tmp_path) -> None:
     assert other._loaded
     other.stopService()
     h.clock.advance(60)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_opportunistic_tls_falls_back_to_plain_text(tmp_path, harnesses):
+    """RFC 7435 §6: a broken STARTTLS must not stop delivery that plain text allows."""
+    sink = SinkConfig(starttls=True, broken_tls=True)
+    port = await listen(_reactor(), sink)
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.edu")
+    await h.run()
+    await port.stopListening()
+    assert sink.connections == 2
+    (got,) = sink.received
+    assert not got.tls and got.message == MESSAGE
+    assert h.queue.files.ids() == []

@@ -124,14 +124,18 @@ class RoutingError(Exception):
 
 def make_resolver(nameservers: Sequence[str], reactor: IReactorTime) -> Any:
     """
-    A ``twisted.names`` resolver: the given servers (``ip`` or ``ip:port``),
+    A ``twisted.names`` resolver: the given servers (``ip``, ``ip:port`` or
+    ``[ipv6]:port``),
     or ``/etc/hosts`` then ``/etc/resolv.conf`` when none are configured.
     """
     if nameservers:
         servers = []
         for server in nameservers:
             host, port = server, 53
-            if server.count(":") == 1:
+            if server.startswith("["):  # [v6]:port
+                host, _, rest = server[1:].partition("]")
+                port = int(rest.lstrip(":") or 53)
+            elif server.count(":") == 1:  # v4:port (a bare v6 has several colons)
                 host, _, number = server.partition(":")
                 port = int(number)
             servers.append((host, port))

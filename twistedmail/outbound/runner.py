@@ -52,10 +52,11 @@ from twistedmail.smtp.client import (
     SMTPClientError,
     Timeouts,
     TLSOptionsFactory,
+    TLSPolicy,
     Transaction,
-    default_tls_options,
     deliver,
 )
+from twistedmail.tls import client_tls_options
 
 log = Logger()
 
@@ -143,7 +144,7 @@ class QueueRunner(Service):
         deliver_local: Callable[[Envelope, bytes], Deferred[None]],
         resolver: Any = None,
         connect: Callable[[Hop], IStreamClientEndpoint] | None = None,
-        tls_options: TLSOptionsFactory = default_tls_options,
+        tls_options: TLSOptionsFactory = client_tls_options,
         rng: random.Random | None = None,
     ) -> None:
         self.queue = queue
@@ -175,6 +176,7 @@ class QueueRunner(Service):
         self._per_destination: dict[str, DeferredSemaphore] = {}
         self._idle: list[Deferred[None]] = []
         self._loaded = False
+        self._listening = False
 
     # --- Service ------------------------------------------------------------
 
@@ -182,7 +184,9 @@ class QueueRunner(Service):
         super().startService()  # type: ignore[no-untyped-call]
         if self.router.resolver is None:
             self.router.resolver = make_resolver(self.settings.nameservers, self.reactor)
-        self.queue.listen(self._added)
+        if not self._listening:
+            self._listening = True
+            self.queue.listen(self._added)
         self._take_lock()
 
     def _take_lock(self) -> None:
@@ -424,7 +428,18 @@ class QueueRunner(Service):
                 envid=entry.envid,
             )
             try:
-                result = await deliver(self.connect(hop), self.clock, options, txn)
+                try:
+                    result = await deliver(self.connect(hop), self.clock, options, txn)
+                except SMTPClientError as err:
+                    if err.stage != "TLS" or route.tls is not TLSPolicy.OPPORTUNISTIC:
+                        raise
+                    # RFC 7435 §6: opportunistic TLS that fails falls back to
+                    # plain text rather than to no delivery.
+                    log.info(
+                        "{id}: TLS with {hop} failed; trying without", id=entry.id, hop=str(hop)
+                    )
+                    plain = replace(options, tls=TLSPolicy.NEVER)
+                    result = await deliver(self.connect(hop), self.clock, plain, txn)
             except SMTPClientError as err:
                 # RFC 5321 §5.1: a server that cannot be reached or will not
                 # talk means the next exchanger; the reply is kept as the reason.

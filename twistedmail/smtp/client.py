@@ -491,8 +491,16 @@ class _Session:
                 verify = policy is TLSPolicy.REQUIRED
                 self.proto.transport.startTLS(self.options.tls_options(hostname, verify))  # type: ignore[union-attr]
                 self.tls = True
-                # RFC 3207 §4.2: forget everything learnt before TLS.
-                await self.hello()
+                try:
+                    # RFC 3207 §4.2: forget everything learnt before TLS.
+                    await self.hello()
+                except SMTPClientError:
+                    raise
+                except Exception as err:
+                    # Most often a failed handshake; the caller may retry in
+                    # plain text when TLS was only opportunistic (RFC 7435 §6).
+                    failed = Reply.synthetic(421, "4.7.5", "TLS negotiation failed")
+                    raise SMTPClientError(failed, "TLS") from err
             elif policy is TLSPolicy.REQUIRED:
                 raise SMTPClientError(reply, "STARTTLS")
         if policy is TLSPolicy.REQUIRED and not self.tls:
