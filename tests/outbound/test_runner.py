@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import pathlib
 from typing import Any
 
 import pytest
@@ -330,4 +332,22 @@ async def test_failed_opportunistic_tls_falls_back_to_plain_text(tmp_path, harne
     assert sink.connections == 2
     (got,) = sink.received
     assert not got.tls and got.message == MESSAGE
+    assert h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreadable_entry_backs_off_instead_of_spinning(tmp_path, harnesses):
+    h = Harness(tmp_path, {}, retry_schedule=(60,))
+    harnesses.append(h)
+    h.runner.startService()
+    queue_id = h.enqueue("alice@crepes.fr", "alice2@crepes.fr")
+    path = h.queue.files.message_path(queue_id)
+    os.unlink(path)
+    os.mkdir(path)  # reading it now fails with IsADirectoryError
+    await h.run()
+    assert h.runner.entries()[queue_id].next_attempt == h.clock.seconds() + 60
+    os.rmdir(path)
+    pathlib.Path(path).write_bytes(MESSAGE)
+    await h.run(60)
+    assert h.mail.boxes["alice2@crepes.fr"][0][1] == MESSAGE
     assert h.queue.files.ids() == []

@@ -317,6 +317,18 @@ class QueueRunner(Service):
 
     async def _attempt(self, entry: QueueEntry) -> None:
         try:
+            await self._attempt_once(entry)
+        except Exception:
+            # A bug or a disk error: log it, and back off in memory so that
+            # one bad entry cannot spin the runner.
+            log.failure("Attempt for {id} failed; will retry", id=entry.id)
+            if entry.id in self._entries:
+                delay = self._delay_for(entry.attempts + 1)
+                later = replace(entry, next_attempt=self.clock.seconds() + delay)
+                self._entries[entry.id] = later
+
+    async def _attempt_once(self, entry: QueueEntry) -> None:
+        try:
             message = await self.queue.read_message(entry.id)
         except FileNotFoundError:
             self._entries.pop(entry.id, None)  # deleted by the admin command
