@@ -8,7 +8,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import pathlib
 from typing import Any
 
 import pytest
@@ -347,7 +346,7 @@ async def test_an_unreadable_entry_backs_off_instead_of_spinning(tmp_path, harne
     await h.run()
     assert h.runner.entries()[queue_id].next_attempt == h.clock.seconds() + 60
     os.rmdir(path)
-    pathlib.Path(path).write_bytes(MESSAGE)
+    h.queue.files._write(path, MESSAGE)
     await h.run(60)
     assert h.mail.boxes["alice2@crepes.fr"][0][1] == MESSAGE
     assert h.queue.files.ids() == []
