@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
 
-from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
+from tests.imap.conftest import Client, message, turn
 from twistedmail.interfaces import IMailAccount
 
 
@@ -199,3 +199,22 @@ async def test_star_in_empty_mailbox_names_nothing(client: Client) -> None:
     await client.command(b"s1 SELECT INBOX")
     assert await client.command(b"a1 FETCH 1:* FLAGS") == b"a1 OK FETCH completed\r\n"
     assert (await client.command(b"a2 FETCH 1 FLAGS")).startswith(b"a2 BAD ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_fetch_waits_for_a_slow_client(client: Client, account: IMailAccount) -> None:
+    # The transport pauses the session's producer when its buffer is full;
+    # a long FETCH stops between messages until it is resumed.
+    for i in range(4):
+        await account.append("INBOX", message(f"m{i}", "x" * 200_000 + "\r\n"))
+    await client.login()
+    await client.command(b"s1 SELECT INBOX")
+    client.session.flow.pauseProducing()
+    client.send(b"a1 FETCH 1:* BODY.PEEK[]\r\n")
+    for _ in range(20):
+        await turn()
+    out = client.take()
+    assert out.count(b" FETCH (") == 2 and b"a1 OK" not in out
+    client.session.flow.resumeProducing()
+    out = await client.wait_for(b"a1 OK")
+    assert out.count(b" FETCH (") == 2

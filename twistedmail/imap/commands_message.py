@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from twistedmail.imap.session import IMAPSession
 
 
+#: Bytes of FETCH output between two checks of the client's pace.
+_CHUNK = 256 * 1024
+
+
 def _view(session: IMAPSession) -> tuple[SelectedMailbox, IMailAccount]:
     assert session.selected is not None and session.account is not None
     return session.selected, session.account
@@ -108,7 +112,14 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
     with_flags = [*atts, FetchAtt("FLAGS")]
     body, parse = needs_body(atts), needs_parse(atts)
     vanished = False
+    pending = 0
     for uid in uids:
+        if pending > _CHUNK:
+            # Flow control: wait for a slow client, let other sessions run.
+            pending = 0
+            await session.flow.ready()
+            if uid not in view.infos:
+                continue
         if uid not in view.infos:
             continue
         raw = parsed = None
@@ -124,6 +135,7 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
         items = with_flags if uid in seen_now and not has_flags else atts
         data = render_fetch_items(items, view.info_of(uid), raw, parsed)
         session.write(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), data))
+        pending += len(data)
     if vanished:
         return no("Some messages were expunged meanwhile", "EXPUNGEISSUED")
     return ok(f"{command.name} completed")

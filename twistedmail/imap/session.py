@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twistedmail.imap import commands_auth, commands_mailbox, commands_message
 from twistedmail.imap.dispatch import CommandSpec, State
 from twistedmail.imap.errors import Reply, bad, no, reply_for
+from twistedmail.imap.flow import WriteFlow
 from twistedmail.imap.parser import CommandError, parse_command, parse_tag
 from twistedmail.imap.searchkeys import CHARSETS, UnsupportedCharset
 from twistedmail.imap.selected import SelectedMailbox
@@ -83,6 +84,7 @@ class IMAPSession(LineReceiver):
         self._after_reply: Callable[[], None] | None = None
         self._timer: IDelayedCall | None = None
         self._counted = False
+        self.flow = WriteFlow(server.reactor)
 
     # --- connection -----------------------------------------------------------------
 
@@ -96,6 +98,8 @@ class IMAPSession(LineReceiver):
         # TLSMemoryBIOFactory, or an ``ssl:`` endpoint): already secure.
         if ISSLTransport.providedBy(self.transport):
             self.secure = True
+        if self.transport is not None:
+            self.transport.registerProducer(self.flow, True)  # type: ignore[attr-defined]
         self._reset_timer()
         caps = " ".join(commands_auth.capabilities(self))
         self.write(
@@ -118,6 +122,7 @@ class IMAPSession(LineReceiver):
         if self._waiter is not None:
             waiter, self._waiter = self._waiter, None
             waiter.errback(ConnectionGone())
+        self.flow.stopProducing()
 
     def _reset_timer(self) -> None:
         # RFC 3501 §5.4: the autologout timer is at least 30 minutes.
