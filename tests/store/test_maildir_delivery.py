@@ -1,25 +1,30 @@
 """
-The Maildir store's delivery path under load: one thread-pool job per
-message, directory fsyncs shared between concurrent deliveries, and no
-listing of the folder while mail pours in, without losing sight of what
-other programs do meanwhile.
+The Maildir store's delivery path under load: deliveries into one folder
+share a thread-pool job, its directory fsync and its index append, and
+nothing lists the folder while mail pours in, without losing sight of
+what other programs do meanwhile.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import threads
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.python.failure import Failure
 
-from twistedmail.model import INBOX, SEEN, FlagsChanged, MessagesAdded
-from twistedmail.store._maildir_files import DirSync, fsync_dir
+from twistedmail.interfaces import TemporaryFailure
+from twistedmail.model import INBOX, SEEN, Appended, ChangeEvent, FlagsChanged, MessagesAdded
+from twistedmail.store._maildir_delivery import DeliveryQueue, write_batch
+from twistedmail.store._maildir_folder import Folder
 from twistedmail.store.maildir import MaildirStore
 
 ALICE = "alice@example.test"
@@ -69,68 +74,93 @@ def drop(root: Path, subdir: str, name: str, data: bytes) -> None:
     os.rename(tmp, root / subdir / name)
 
 
-# --- group commit of the directory fsync ---------------------------------------------
+# --- group commit -----------------------------------------------------------------------
 
 
-class CountingFsync:
+class HeldPool:
+    """
+    The reactor's thread pool, by hand: each job runs (for real) when the
+    test lets it finish, so the test decides what arrives during a write.
+    """
+
     def __init__(self) -> None:
-        self.calls = 0
+        self.jobs: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
 
-    def __call__(self, path: str) -> None:
-        self.calls += 1
-        fsync_dir(path)
+    async def __call__(self, call: Callable[..., Any], *args: Any) -> Any:
+        done: Deferred[Any] = Deferred()
+        self.jobs.append((call, args, done))
+        return await done
 
-
-def test_one_directory_fsync_covers_every_rename_before_it(tmp_path: Path) -> None:
-    fsync = CountingFsync()
-    sync = DirSync(str(tmp_path), fsync)
-    tickets = [sync.ticket() for _ in range(3)]  # three renames, then their waits
-    for ticket in tickets:
-        sync.wait(ticket)
-    assert fsync.calls == 1
-    sync.wait(sync.ticket())  # a rename after that fsync started needs its own
-    assert fsync.calls == 2
+    def finish(self) -> None:
+        call, args, done = self.jobs.pop(0)
+        done.callback(call(*args))
 
 
-def test_a_failed_directory_fsync_is_retried_by_the_next_waiter(tmp_path: Path) -> None:
-    calls: list[str] = []
-
-    def flaky(path: str) -> None:
-        calls.append(path)
-        if len(calls) == 1:
-            raise OSError(5, "I/O error")
-        fsync_dir(path)
-
-    sync = DirSync(str(tmp_path), flaky)
-    first, second = sync.ticket(), sync.ticket()
-    with pytest.raises(OSError):
-        sync.wait(first)
-    sync.wait(second)  # not covered by the failed fsync: does its own
-    assert len(calls) == 2
-    sync.wait(first)  # covered now
-    assert len(calls) == 2
+def inbox(path: Path) -> Folder:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    return Folder(INBOX, str(path), lambda: 7, os.listdir)
 
 
-def test_threads_renaming_together_all_come_back_durable(tmp_path: Path) -> None:
-    fsync = CountingFsync()
-    (tmp_path / "new").mkdir()
-    sync = DirSync(str(tmp_path / "new"), fsync)
-    start = threading.Barrier(8)
+def test_deliveries_arriving_during_a_write_share_the_next_job(tmp_path: Path) -> None:
+    folder, pool = inbox(tmp_path), HeldPool()
+    heard: list[ChangeEvent] = []
+    queue = DeliveryQueue(folder, pool, heard.extend)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    results: list[Appended] = []
+    first = queue.add("1.base", message(1), when)
+    first.addCallback(results.append)
+    assert len(pool.jobs) == 1  # a lone delivery starts at once
+    later = [queue.add(f"{n}.base", message(n), when) for n in (2, 3, 4)]
+    for d in later:
+        d.addCallback(results.append)
+    assert len(pool.jobs) == 1  # the others wait for it
+    pool.finish()
+    assert [a.info.uid for a in results] == [1]
+    assert len(pool.jobs) == 1 and len(pool.jobs[0][1][1]) == 3  # one job for all three
+    pool.finish()
+    assert [a.info.uid for a in results] == [1, 2, 3, 4]
+    assert sorted(os.listdir(tmp_path / "new")) == [f"{n}.base" for n in (1, 2, 3, 4)]
+    assert (tmp_path / "new" / "3.base").read_bytes() == message(3)
+    assert (tmp_path / "new" / "3.base").stat().st_mtime == when.timestamp()
+    assert [[i.uid for i in e.messages] for e in heard if isinstance(e, MessagesAdded)] == [
+        [1],
+        [2, 3, 4],
+    ]
+    assert len(heard) == 2
+    assert not pool.jobs
 
-    def writer(n: int) -> None:
-        start.wait()
-        tmp = tmp_path / f"t{n}"
-        tmp.write_bytes(b"%d" % n)
-        os.rename(tmp, tmp_path / "new" / f"m{n}")
-        sync.wait(sync.ticket())
 
-    workers = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert sorted(os.listdir(tmp_path / "new")) == sorted(f"m{n}" for n in range(8))
-    assert 1 <= fsync.calls <= 8
+def test_a_message_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
+    folder, pool = inbox(tmp_path), HeldPool()
+    queue = DeliveryQueue(folder, pool, lambda events: None)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    (tmp_path / "tmp" / "2.base").write_bytes(b"someone else's")  # O_EXCL refuses it
+    results: list[object] = []
+    for n in (1, 2, 3):
+        queue.add(f"{n}.base", message(n), when).addBoth(results.append)
+    pool.finish()
+    pool.finish()
+    assert isinstance(results[0], Appended)
+    assert isinstance(results[1], Failure) and results[1].check(TemporaryFailure)
+    assert isinstance(results[2], Appended)
+    assert [r.info.uid for r in results if isinstance(r, Appended)] == [1, 2]
+    assert sorted(os.listdir(tmp_path / "new")) == ["1.base", "3.base"]
+
+
+def test_a_failed_directory_fsync_takes_every_file_of_the_job_back(tmp_path: Path) -> None:
+    inbox(tmp_path)
+
+    def broken(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    items = [(f"{n}.base", message(n), 1700000000) for n in range(3)]
+    outcomes = write_batch(str(tmp_path), items, broken)
+    assert all(isinstance(o, OSError) for o in outcomes)
+    assert os.listdir(tmp_path / "new") == []
+    assert os.listdir(tmp_path / "tmp") == []
+    assert write_batch(str(tmp_path), items) == [None, None, None]
+    assert sorted(os.listdir(tmp_path / "new")) == [f"{n}.base" for n in range(3)]
 
 
 # --- deliveries into one folder ------------------------------------------------------------

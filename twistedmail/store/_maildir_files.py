@@ -1,21 +1,17 @@
 """
 Blocking file work of the Maildir store, meant for the reactor's thread pool.
 
-Nothing here touches the index or the cache: each function gets paths and
-bytes and returns a result, so running them in threads cannot race the
-bookkeeping, which stays on the reactor thread.  The one piece of state
-shared between threads is `DirSync`'s counters, behind its own locks.
+Nothing here touches shared state: each function gets paths and bytes and
+returns a result, so running them in threads cannot race the index
+bookkeeping, which stays on the reactor thread.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import secrets
 import socket
-import threading
-from collections.abc import Callable
 
 
 class UniqueNames:
@@ -65,63 +61,6 @@ def write_tmp(folder: str, base: str, data: bytes, mtime: int) -> str:
         raise
     os.close(fd)
     return path
-
-
-class DirSync:
-    """
-    Group commit of one directory's fsync, shared by the threads renaming into it.
-
-    A rename is durable once an fsync of its directory *started* after it.
-    Each writer takes a ticket right after its rename; the first to get the
-    lock fsyncs for every ticket handed out so far, and the writers queued
-    behind it find their ticket covered and return without an fsync of their
-    own.  Ten deliveries landing together cost one directory fsync, not ten
-    (what Postfix's and Dovecot's queues get from their own batching).
-    """
-
-    def __init__(self, path: str, fsync: Callable[[str], None] | None = None) -> None:
-        self.path = path
-        self._fsync = fsync_dir if fsync is None else fsync
-        self._issued = 0
-        self._synced = 0
-        self._counter = threading.Lock()  # guards _issued
-        self._lock = threading.Lock()  # one fsync at a time; guards _synced
-
-    def ticket(self) -> int:
-        """Call right after a rename into the directory."""
-        with self._counter:
-            self._issued += 1
-            return self._issued
-
-    def wait(self, ticket: int) -> None:
-        """Return once an fsync that started after ``ticket``'s rename has finished."""
-        with self._lock:
-            if self._synced >= ticket:
-                return
-            with self._counter:
-                covered = self._issued  # every rename up to here is done
-            self._fsync(self.path)
-            self._synced = covered
-
-
-def place(folder: str, base: str, filename: str, data: bytes, mtime: int, target: DirSync) -> None:
-    """
-    The whole durable write of one message, in one thread-pool job: into
-    ``tmp/``, fsync'd, renamed into ``target``'s directory as ``filename``,
-    and that directory fsync'd (with any concurrent renames, see `DirSync`).
-
-    On failure the ``tmp/`` file is gone again and the error propagates; a
-    file that reached ``target`` stays (it is durable mail, and the next
-    sync adopts it), so this only fails before the rename.
-    """
-    tmp = write_tmp(folder, base, data, mtime)
-    try:
-        os.rename(tmp, os.path.join(target.path, filename))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    target.wait(target.ticket())
 
 
 def fsync_dir(path: str) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from twisted.logger import Logger
 
@@ -42,9 +42,11 @@ from twistedmail.model import (
     MessagesAdded,
     MessagesExpunged,
 )
-from twistedmail.store._maildir_files import DirSync
 from twistedmail.store._maildir_index import LOCK_FILE, FileLock, IndexLost, UidIndex
 from twistedmail.store._maildir_keywords import Keywords, cur_name, split_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twistedmail.store._maildir_delivery import DeliveryQueue
 
 log = Logger()
 
@@ -110,8 +112,8 @@ class Folder:
         # that a sync can compare a listing with them using set operations.
         self._names: dict[str, set[str]] = {d: set() for d in _DIRS}
         self._loaded = False
-        #: Group commit of each directory's fsync for renames made in threads.
-        self.dirsync = {d: DirSync(os.path.join(path, d)) for d in _DIRS}
+        #: Deliveries waiting to be written (made by `Transfer` on first use).
+        self.deliveries: DeliveryQueue | None = None
         self._stamps: dict[str, Stamp | None] = {"new": None, "cur": None}
         self._dirty: set[str] = set()
         self._sorted: list[MessageInfo] | None = None

@@ -12,7 +12,7 @@ keep the file's mtime, which is its internal date.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import ExitStack, suppress
 from datetime import datetime
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
 from twistedmail.model import Appended, ChangeEvent, CopyResult, MessageInfo
 from twistedmail.store import _maildir_files as files
+from twistedmail.store._maildir_delivery import DeliveryQueue
 from twistedmail.store._maildir_files import UniqueNames
 from twistedmail.store._maildir_folder import Folder, Placed
 from twistedmail.store._maildir_keywords import cur_name
@@ -33,7 +34,7 @@ class Transfer:
     def __init__(
         self,
         names: UniqueNames,
-        thread: Callable[..., Awaitable[Any]],
+        thread: Callable[..., Coroutine[Any, Any, Any]],
         emit: Callable[[Iterable[ChangeEvent]], None],
         now: Callable[[], float],
     ) -> None:
@@ -45,40 +46,20 @@ class Transfer:
     async def deliver(self, folder: Folder, data: bytes, when: datetime) -> Appended:
         """
         The SMTP path: no flags, so the file goes to ``new/`` and needs no
-        keyword letters, no lock and no look at the folder before it lands.
+        keyword letters, no lock and no look at the folder before it lands;
+        concurrent deliveries share the thread job, the directory fsync and
+        the index append (`DeliveryQueue`).
 
-        Writing, fsync, rename and the directory fsync are one thread-pool
-        job (the directory fsync shared with concurrent deliveries, see
-        `DirSync`); the reactor thread only hands out the UID.  The folder
-        is not synced first: mail others dropped in is found by the next
-        read of the folder (`IMailAccount.messages`), and our own file
-        enters the cache directly, so a burst of deliveries never lists or
-        walks the folder.
+        The folder is not synced first: mail others dropped in is found by
+        the next read of the folder (`IMailAccount.messages`), and our own
+        file enters the cache directly, so a burst of deliveries never
+        lists or walks the folder.
         """
-        size = len(data)
-        base = self._names.base(self._now(), size)
-        try:
-            await self._thread(
-                files.place,
-                folder.path,
-                base,
-                base,
-                data,
-                int(when.timestamp()),
-                folder.dirsync["new"],
-            )
-        except FileNotFoundError:
-            raise NoSuchMailbox(folder.name) from None
-        except OSError as e:
-            raise TemporaryFailure(f"cannot write into {folder.name}: {e.strerror}") from e
-        placed = Placed(base, "new", base, "", frozenset(), when, size)
-        try:
-            infos, events = folder.commit_added([placed])
-        except BaseException:
-            folder.invalidate()  # the file is in new/: the next sync adopts it
-            raise
-        self._emit(events)
-        return Appended(folder.name, folder.uidvalidity, infos[0])
+        queue = folder.deliveries
+        if queue is None:
+            queue = folder.deliveries = DeliveryQueue(folder, self._thread, self._emit)
+        appended: Appended = await queue.add(self._names.base(self._now(), len(data)), data, when)
+        return appended
 
     async def store(
         self,

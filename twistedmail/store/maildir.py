@@ -20,9 +20,11 @@ Layout, under ``<data_dir>/mail/<user>/``:
 Writes follow the maildir spec and our contract: the file is written into
 ``tmp/`` and fsync'd in the reactor's thread pool, renamed into place, the
 directory fsync'd, and only then is a UID committed and the Deferred fired.
+Deliveries into one folder that arrive together share that work: one
+thread job, one directory fsync, one index append (`_maildir_delivery`).
 Index and cache bookkeeping stays on the reactor thread.  Mail that other
-programs drop in, flag or remove is noticed by the next operation on the
-folder (`_maildir_folder`).
+programs drop in, flag or remove is noticed by the next read of the folder
+(`_maildir_folder`); a delivery does not look.
 
 Known limits: a mailbox rename with children is one directory rename per
 mailbox, so a crash in the middle leaves some renamed and some not (nothing

@@ -1,0 +1,178 @@
+"""
+Group commit of deliveries into one Maildir folder.
+
+Durable delivery costs two fsyncs (the file, then its directory after the
+rename into ``new/``), a thread-pool round trip and an index append.  When
+many sessions deliver into one folder at once, doing all of that per
+message makes the threads fight over the GIL and the disk.  So deliveries
+queue per folder, and one thread-pool job at a time takes everything
+queued: each file is written and fsync'd and renamed into ``new/``, then
+one directory fsync covers all the renames.  Back on the reactor thread
+one index append hands out all the UIDs, in queue order, and every waiting
+delivery fires.  Whatever arrives while a job runs is the next job, so a
+lone delivery starts at once and waits for nobody (what Postfix and
+Dovecot do with their queue and index commits).
+
+The contract is the same as one message at a time: a delivery fires only
+when its file and the directory are fsync'd and its UID is in the index;
+one that fails leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
+from twistedmail.model import Appended, ChangeEvent
+from twistedmail.store._maildir_files import fsync_dir, write_tmp
+from twistedmail.store._maildir_folder import Folder, Placed
+
+log = Logger()
+
+#: One job writes at most this many messages (or bytes): the rest is the next job.
+_MAX_BATCH = 64
+_MAX_BATCH_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Delivery:
+    base: str
+    data: bytes
+    when: datetime
+    done: Deferred[Appended]
+
+
+def write_batch(
+    folder: str,
+    items: list[tuple[str, bytes, int]],
+    fsync_new: Callable[[str], None] = fsync_dir,
+) -> list[OSError | None]:
+    """
+    In a pool thread: every ``(base, data, mtime)`` written into ``tmp/``,
+    fsync'd and renamed into ``new/``, then one fsync of ``new/`` for all.
+
+    Returns one outcome per item: None (durable) or the error that stopped
+    it, in which case nothing of it remains on disk.
+    """
+    new = os.path.join(folder, "new")
+    outcomes: list[OSError | None] = []
+    placed: list[str] = []
+    for base, data, mtime in items:
+        try:
+            tmp = write_tmp(folder, base, data, mtime)
+        except OSError as e:
+            outcomes.append(e)
+            continue
+        target = os.path.join(new, base)
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            outcomes.append(e)
+            continue
+        placed.append(target)
+        outcomes.append(None)
+    if placed:
+        try:
+            fsync_new(new)
+        except OSError as e:
+            # Not durable: take the files back, so the 4xx the sender gets
+            # and its retry do not make a duplicate.
+            for target in placed:
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+            outcomes = [e if outcome is None else outcome for outcome in outcomes]
+    return outcomes
+
+
+def _error(folder: Folder, error: OSError) -> Exception:
+    if isinstance(error, FileNotFoundError):
+        return NoSuchMailbox(folder.name)
+    return TemporaryFailure(f"cannot write into {folder.name}: {error.strerror}")
+
+
+class DeliveryQueue:
+    """The deliveries waiting for one folder, and the job writing them."""
+
+    def __init__(
+        self,
+        folder: Folder,
+        thread: Callable[..., Coroutine[Any, Any, Any]],
+        emit: Callable[[Iterable[ChangeEvent]], None],
+    ) -> None:
+        self._folder = folder
+        self._thread = thread
+        self._emit = emit
+        self._waiting: list[_Delivery] = []
+        self._running = False
+
+    def add(self, base: str, data: bytes, when: datetime) -> Deferred[Appended]:
+        """Fires with the message's UID once it is durable (see the module doc)."""
+        done: Deferred[Appended] = Deferred()
+        self._waiting.append(_Delivery(base, data, when, done))
+        if not self._running:
+            self._start()
+        return done
+
+    def _start(self) -> None:
+        batch: list[_Delivery] = []
+        size = 0
+        while self._waiting and len(batch) < _MAX_BATCH and (not batch or size < _MAX_BATCH_BYTES):
+            item = self._waiting.pop(0)
+            batch.append(item)
+            size += len(item.data)
+        self._running = True
+        items = [(d.base, d.data, int(d.when.timestamp())) for d in batch]
+        job: Deferred[list[OSError | None]] = Deferred.fromCoroutine(
+            self._thread(write_batch, self._folder.path, items)
+        )
+        job.addBoth(self._written, batch)
+
+    def _written(self, outcomes: list[OSError | None] | Failure, batch: list[_Delivery]) -> None:
+        self._running = False
+        results: list[Appended | BaseException | Failure] = []
+        try:
+            results = self._commit(outcomes, batch)
+        except Exception as e:
+            log.failure("Committing {count} deliveries failed", count=len(batch))
+            self._folder.invalidate()  # files may be in new/: the next sync adopts them
+            results = [e] * len(batch)
+        # The next job goes to the disk before this one's senders hear back.
+        if self._waiting:
+            self._start()
+        for delivery, result in zip(batch, results, strict=True):
+            if isinstance(result, Appended):
+                delivery.done.callback(result)
+            else:
+                delivery.done.errback(result)
+
+    def _commit(
+        self, outcomes: list[OSError | None] | Failure, batch: list[_Delivery]
+    ) -> list[Appended | BaseException | Failure]:
+        if isinstance(outcomes, Failure):
+            return [outcomes] * len(batch)
+        folder = self._folder
+        placed = [
+            Placed(d.base, "new", d.base, "", frozenset(), d.when, len(d.data))
+            for d, outcome in zip(batch, outcomes, strict=True)
+            if outcome is None
+        ]
+        infos, events = folder.commit_added(placed) if placed else ([], [])
+        self._emit(events)
+        stored = iter(infos)
+        return [
+            Appended(folder.name, folder.uidvalidity, next(stored))
+            if outcome is None
+            else _error(folder, outcome)
+            for outcome in outcomes
+        ]
