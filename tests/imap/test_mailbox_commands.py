@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 from twistedmail.interfaces import IMailAccount
 
 
@@ -209,3 +209,41 @@ async def test_select_responses(client: Client, account: IMailAccount) -> None:
         await client.command(b"a3 SELECT Nope") == b"a3 NO [NONEXISTENT] Mailbox does not exist\r\n"
     )
     assert await client.command(b"a4 FETCH 1 FLAGS") == b"a4 BAD No mailbox selected\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_recursivematch_childinfo(client: Client) -> None:
+    # RFC 5258 §3.5: a parent that is not subscribed but has a subscribed
+    # child is returned with CHILDINFO.
+    await client.login()
+    await client.command(b"c1 CREATE Lists/Python")
+    await client.command(b"s1 SUBSCRIBE Lists/Python")
+    out = await client.command(b'a1 LIST (SUBSCRIBED RECURSIVEMATCH) "" Lists')
+    assert out == (
+        b'* LIST (\\HasChildren) "/" Lists ("CHILDINFO" ("SUBSCRIBED"))\r\na1 OK LIST completed\r\n'
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_condstore_select_status_and_fetch(client: Client, account: IMailAccount) -> None:
+    # RFC 7162 §3.1.8 SELECT (CONDSTORE), §3.1.4 FETCH MODSEQ.
+    await account.append("INBOX", message())
+    await client.login()
+    status = await account.status("INBOX")
+    out = await client.command(b"a1 STATUS INBOX (HIGHESTMODSEQ)")
+    assert (
+        out
+        == b"* STATUS INBOX (HIGHESTMODSEQ %d)\r\na1 OK STATUS completed\r\n" % status.highestmodseq
+    )
+    out = await client.command(b"a2 SELECT INBOX (CONDSTORE)")
+    assert b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % status.highestmodseq in out
+    [info] = await account.messages("INBOX")
+    out = await client.command(b"a3 FETCH 1 (FLAGS)")
+    assert out == b"* 1 FETCH (FLAGS () MODSEQ (%d))\r\na3 OK FETCH completed\r\n" % info.modseq
+    out = await client.command(b"a4 STORE 1 +FLAGS (\\Seen)")
+    [info] = await account.messages("INBOX")
+    assert (
+        out == b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (%d))\r\na4 OK STORE completed\r\n" % info.modseq
+    )
+    out = await client.command(b"a5 UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % info.modseq)
+    assert out == b"a5 OK UID FETCH completed\r\n"
