@@ -123,6 +123,8 @@ class SMTPSession(FramedProtocol):
             self._send(replies.TOO_MANY_CONNECTIONS)
             return
         self._admitted = True
+        # Plain TCP only: under TLS the transport's writes go through the TLS layer.
+        self.flush_writes = not self._tls and hasattr(self.transport, "doWrite")
         self._send(replies.greeting(self.factory.hostname))
         self._timer = self._clock.callLater(self.settings.idle_timeout, self._check_idle)
 
@@ -171,7 +173,7 @@ class SMTPSession(FramedProtocol):
             self._errors += 1
         if not self._connected or self._closing:
             return
-        self._wire.write(reply.encode())
+        self.send(reply.encode())
         if reply.closes:
             self._close()
         elif self._errors >= self.settings.max_errors:
@@ -337,6 +339,7 @@ class SMTPSession(FramedProtocol):
             self._send(replies.NOT_IMPLEMENTED)
             return
         self._send(replies.READY_FOR_TLS)
+        self.flush_writes = False
         # RFC 3207 §5/§4.2: anything pipelined after STARTTLS arrived in the
         # clear and must not be executed; all earlier state is forgotten.
         self.discard_input()
@@ -401,7 +404,7 @@ class SMTPSession(FramedProtocol):
             return None
         if isinstance(result, sasl.Challenge):
             if self._connected and not self._closing:
-                self._wire.write(replies.auth_challenge(result.text))
+                self.send(replies.auth_challenge(result.text))
             return None
         self._sasl = None
         return self._login(result)
