@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.imap.conftest import ALICE, PASSWORD, Client  # type: ignore[import-not-found]
 
+from tests.imap.conftest import ALICE, PASSWORD, Client  # type: ignore[import-not-found]
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 
 
@@ -267,3 +267,18 @@ async def test_id_enable_namespace(client: Client) -> None:
     assert await client.command(b"a3 NAMESPACE") == (
         b'* NAMESPACE (("" "/")) NIL NIL\r\na3 OK NAMESPACE completed\r\n'
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_says_bye_to_every_session(factory: IMAPFactory) -> None:
+    # RFC 3501 §7.1.5: BYE before the server closes the connection.
+    idle, idling = Client(factory), Client(factory)
+    await idling.login()
+    idling.send(b"i1 IDLE\r\n")
+    assert idling.take() == b"+ idling\r\n"
+    done = factory.shut_down()
+    for c in (idle, idling):
+        assert c.take() == b"* BYE Server shutting down\r\n"
+        assert c.transport.disconnecting
+        c.session.connectionLost(None)
+    assert done.called and not factory.sessions

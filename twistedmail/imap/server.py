@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import IService, Service
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import Factory, ServerFactory
 from twisted.internet.ssl import CertificateOptions
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from twistedmail.imap.session import IMAPSession
 from twistedmail.message import ParsedCache
@@ -49,8 +52,13 @@ class ImapSettings:
     parse_in_thread_above: int = 256 * 1024
 
 
-class IMAPFactory(ServerFactory):
-    """Builds `IMAPSession`s sharing one login throttle and per-user counts."""
+@implementer(IService)
+class IMAPFactory(ServerFactory, Service):
+    """
+    Builds `IMAPSession`s sharing one login throttle and per-user counts.
+    Also an `IService`: the daemon adds it to its service tree, and stopping
+    says BYE to every session.
+    """
 
     def __init__(
         self,
@@ -78,6 +86,8 @@ class IMAPFactory(ServerFactory):
             lockout=settings.login_lockout,
         )
         self._users: dict[str, int] = {}
+        #: Open sessions, for a polite shutdown.
+        self.sessions: set[IMAPSession] = set()
         self.parsed_cache = ParsedCache()
         self._tls: TLSMemoryBIOFactory | None = None
         if implicit_tls and tls_options is not None:
@@ -92,6 +102,16 @@ class IMAPFactory(ServerFactory):
         protocol = IMAPSession(self, secure=secure)
         protocol.factory = self
         return protocol
+
+    def shut_down(self) -> Deferred[None]:
+        """BYE to every session; fires when all have closed."""
+        closing = [session.shut_down() for session in list(self.sessions)]
+        done: Deferred[None] = DeferredList(closing).addCallback(lambda _: None)
+        return done
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        return self.shut_down()
 
     def claim_user(self, user: str) -> bool:
         """Count a session of ``user``; False if it would be one too many."""

@@ -85,6 +85,8 @@ class IMAPSession(LineReceiver):
         self._timer: IDelayedCall | None = None
         self._counted = False
         self.flow = WriteFlow(server.reactor)
+        self._shutting_down = False
+        self._closed: list[Deferred[None]] = []
 
     # --- connection -----------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class IMAPSession(LineReceiver):
             self.secure = True
         if self.transport is not None:
             self.transport.registerProducer(self.flow, True)  # type: ignore[attr-defined]
+        self.server.sessions.add(self)
         self._reset_timer()
         caps = " ".join(commands_auth.capabilities(self))
         self.write(
@@ -123,6 +126,28 @@ class IMAPSession(LineReceiver):
             waiter, self._waiter = self._waiter, None
             waiter.errback(ConnectionGone())
         self.flow.stopProducing()
+        self.server.sessions.discard(self)
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)
+
+    def shut_down(self) -> Deferred[None]:
+        """
+        Say BYE and close (RFC 3501 §7.1.5); fires once the connection is
+        gone.  A command in progress is answered first, so that a client
+        whose APPEND was stored is told so.
+        """
+        closed: Deferred[None] = Deferred()
+        self._closed.append(closed)
+        if self._running and not self.idling and self._waiter is None:
+            self._shutting_down = True
+        else:
+            self._say_bye()
+        return closed
+
+    def _say_bye(self) -> None:
+        self.write(b"* BYE Server shutting down\r\n")
+        self.close()
 
     def _reset_timer(self) -> None:
         # RFC 3501 §5.4: the autologout timer is at least 30 minutes.
@@ -407,6 +432,8 @@ class IMAPSession(LineReceiver):
             action()
         if self.state is State.LOGOUT:
             self.close()
+        elif self._shutting_down:
+            self._say_bye()
 
 
 def _wrong_state(state: State, spec: CommandSpec) -> str:
