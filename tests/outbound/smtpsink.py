@@ -42,6 +42,7 @@ class SinkConfig:
     greeting: bytes = b"220 sink ESMTP"
     rcpt: Callable[[str], bytes] = lambda address: b"250 2.1.5 ok"
     data_end: Callable[[], bytes] = lambda: b"250 2.0.0 queued"
+    rset: bytes = b"250 ok"
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     active: int = 0
@@ -145,7 +146,9 @@ class SinkProtocol(LineReceiver):
                 self.sendLine(b"354 go ahead")
         elif verb == "RSET":
             self.reset()
-            self.sendLine(b"250 ok")
+            self.sendLine(self.config.rset)
+            if self.config.rset.startswith(b"421"):
+                self.transport.loseConnection()  # type: ignore[union-attr]
         elif verb == "QUIT":
             self.sendLine(b"221 bye")
             self.transport.loseConnection()  # type: ignore[union-attr]

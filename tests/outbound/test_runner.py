@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
@@ -349,4 +349,54 @@ async def test_an_unreadable_entry_backs_off_instead_of_spinning(tmp_path, harne
     h.queue.files._write(path, MESSAGE)
     await h.run(60)
     assert h.mail.boxes["alice2@crepes.fr"][0][1] == MESSAGE
+    assert h.queue.files.ids() == []
+
+
+async def _until_closed(sink: SinkConfig) -> None:
+    for _ in range(200):
+        if sink.active == 0:
+            return
+        await task.deferLater(_reactor(), 0.01, lambda: None)
+    raise AssertionError("connections still open")
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_are_reused_then_closed_when_idle(tmp_path, harnesses):
+    """Like Postfix's scache: one TCP+TLS handshake for a run of messages."""
+    sink = SinkConfig(starttls=True)
+    port = await listen(_reactor(), sink)
+    h = Harness(
+        tmp_path,
+        {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"},
+        max_per_destination=1,
+    )
+    harnesses.append(h)
+    h.runner.startService()
+    for n in range(4):
+        h.enqueue("alice@crepes.fr", f"b{n}@hamburger.edu")
+    await h.run()
+    assert len(sink.received) == 4 and sink.connections == 1
+    assert all(r.tls for r in sink.received)
+    h.enqueue("alice@crepes.fr", "late@hamburger.edu")
+    await h.run(1)  # still within connection_cache_time
+    assert len(sink.received) == 5 and sink.connections == 1
+    h.clock.advance(2)  # idle too long: QUIT
+    await _until_closed(sink)
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_connection_that_died_is_replaced(tmp_path, harnesses):
+    sink = SinkConfig(rset=b"421 4.4.2 idle too long")
+    port = await listen(_reactor(), sink)
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "a@hamburger.edu")
+    await h.run()
+    h.enqueue("alice@crepes.fr", "b@hamburger.edu")
+    await h.run()
+    await port.stopListening()
+    assert [r.recipients for r in sink.received] == [["a@hamburger.edu"], ["b@hamburger.edu"]]
+    assert sink.connections == 2
     assert h.queue.files.ids() == []

@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twistedmail.interfaces import NoSuchUser, QuotaExceeded
 from twistedmail.model import Envelope, Recipient
 from twistedmail.outbound import dsn
+from twistedmail.outbound.connections import ConnectionCache
 from twistedmail.outbound.mx import Hop, Route, Router, RoutingError, SmartHost, make_resolver
 from twistedmail.outbound.queue import (
     OutboundQueue,
@@ -52,9 +53,7 @@ from twistedmail.smtp.client import (
     SMTPClientError,
     Timeouts,
     TLSOptionsFactory,
-    TLSPolicy,
     Transaction,
-    deliver,
 )
 from twistedmail.tls import client_tls_options
 
@@ -90,6 +89,10 @@ class OutboundSettings:
     connect_timeout: float = 30.0
     #: How often to look for requests from the ``queue`` admin command.
     control_interval: float = 1.0
+    #: Seconds an idle connection waits for the next message to its host.
+    connection_cache_time: float = 2.0
+    #: Messages after which a kept connection is closed anyway.
+    connection_reuse_limit: int = 100
     #: How long stopService waits for sessions in progress.
     shutdown_grace: float = 10.0
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -156,6 +159,9 @@ class QueueRunner(Service):
         self.deliver_local = deliver_local
         self.tls_options = tls_options
         self.connect = connect or self._endpoint
+        self.connections = ConnectionCache(
+            clock, self.connect, settings.connection_cache_time, settings.connection_reuse_limit
+        )
         smart = None
         if settings.relay_host:
             smart = SmartHost.parse(
@@ -184,6 +190,7 @@ class QueueRunner(Service):
         super().startService()  # type: ignore[no-untyped-call]
         if self.router.resolver is None:
             self.router.resolver = make_resolver(self.settings.nameservers, self.reactor)
+        self.connections.closed = False
         if not self._listening:
             self._listening = True
             self.queue.listen(self._added)
@@ -231,6 +238,7 @@ class QueueRunner(Service):
         self._timer = self._lock_retry = None
         if self._control is not None and self._control.running:
             self._control.stop()
+        self.connections.close()
         result: Deferred[None] = Deferred()
 
         def finish(_: object = None) -> None:
@@ -440,18 +448,7 @@ class QueueRunner(Service):
                 envid=entry.envid,
             )
             try:
-                try:
-                    result = await deliver(self.connect(hop), self.clock, options, txn)
-                except SMTPClientError as err:
-                    if err.stage != "TLS" or route.tls is not TLSPolicy.OPPORTUNISTIC:
-                        raise
-                    # RFC 7435 §6: opportunistic TLS that fails falls back to
-                    # plain text rather than to no delivery.
-                    log.info(
-                        "{id}: TLS with {hop} failed; trying without", id=entry.id, hop=str(hop)
-                    )
-                    plain = replace(options, tls=TLSPolicy.NEVER)
-                    result = await deliver(self.connect(hop), self.clock, plain, txn)
+                result = await self.connections.deliver(hop, options, txn)
             except SMTPClientError as err:
                 # RFC 5321 §5.1: a server that cannot be reached or will not
                 # talk means the next exchanger; the reply is kept as the reason.

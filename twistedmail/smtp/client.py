@@ -639,6 +639,89 @@ class _Session:
             self.proto.close()
 
 
+class SMTPConnection:
+    """
+    An open session, ready for transactions: what a connection cache keeps
+    between messages to the same host so that the TCP and TLS handshakes
+    are paid once (Postfix's scache does the same).
+    """
+
+    def __init__(self, proto: SMTPClientProtocol, options: ClientOptions) -> None:
+        self.proto = proto
+        self.options = options
+        self._session = _Session(proto, options)
+        self.transactions = 0
+
+    @classmethod
+    async def open(
+        cls, endpoint: IStreamClientEndpoint, clock: IReactorTime, options: ClientOptions
+    ) -> SMTPConnection:
+        """
+        Connect, read the greeting, EHLO, STARTTLS and AUTH as the options say.
+
+        :raises SMTPClientError: refused connections are 4.4.1; a failed TLS
+            negotiation has stage ``"TLS"``.
+        """
+        try:
+            proto = await endpoint.connect(_ClientFactory(clock))
+        except Exception as err:
+            reason = f"connection failed: {err.__class__.__name__}"
+            raise SMTPClientError(Reply.synthetic(421, "4.4.1", reason), "connect") from err
+        assert isinstance(proto, SMTPClientProtocol)
+        return await cls.start(proto, options)
+
+    @classmethod
+    async def start(cls, proto: SMTPClientProtocol, options: ClientOptions) -> SMTPConnection:
+        """`open` on an already connected protocol."""
+        connection = cls(proto, options)
+        try:
+            await connection._session.start()
+        except Exception as err:
+            proto.close()
+            raise _session_error(err, "greeting") from err
+        return connection
+
+    @property
+    def tls(self) -> bool:
+        return self._session.tls
+
+    @property
+    def usable(self) -> bool:
+        """Still connected and in a known state: may carry another message."""
+        transport = self.proto.transport
+        return (
+            self.proto._failure is None
+            and transport is not None
+            and not getattr(transport, "disconnecting", False)
+        )
+
+    async def send(self, txn: Transaction) -> TransactionResult:
+        """
+        One transaction; on a reused connection RSET first (RFC 5321
+        §4.1.1.5) so that whatever the last one left open is gone.
+
+        :raises SMTPClientError: stage ``"RSET"`` when a reused connection
+            turned out dead before anything was sent (just reconnect).
+        """
+        stage = "transaction"
+        try:
+            if self.transactions:
+                stage = "RSET"
+                reply = await self._session.command(b"RSET", "RSET")
+                if not reply.positive:
+                    raise SMTPClientError(reply, "RSET")
+                stage = "transaction"
+            result = await self._session.transaction(txn)
+        except Exception as err:
+            self.proto.close()
+            raise _session_error(err, stage) from err
+        self.transactions += 1
+        return result
+
+    async def quit(self) -> None:
+        await self._session.quit()
+
+
 async def send_message(
     proto: SMTPClientProtocol, options: ClientOptions, txn: Transaction
 ) -> TransactionResult:
@@ -649,16 +732,9 @@ async def send_message(
     :raises SMTPClientError: the session failed before per-recipient replies
         could be had; its ``reply`` says whether the failure is permanent.
     """
-    session = _Session(proto, options)
-    stage = "greeting"
-    try:
-        await session.start()
-        stage = "transaction"
-        result = await session.transaction(txn)
-    except Exception as err:
-        proto.close()
-        raise _session_error(err, stage) from err
-    await session.quit()
+    connection = await SMTPConnection.start(proto, options)
+    result = await connection.send(txn)
+    await connection.quit()
     return result
 
 
@@ -678,12 +754,8 @@ async def deliver(
     options: ClientOptions,
     txn: Transaction,
 ) -> TransactionResult:
-    """Connect with ``endpoint`` and run `send_message`; refusals become 4.4.1."""
-    try:
-        proto = await endpoint.connect(_ClientFactory(clock))
-    except Exception as err:
-        raise SMTPClientError(
-            Reply.synthetic(421, "4.4.1", f"connection failed: {err.__class__.__name__}"), "connect"
-        ) from err
-    assert isinstance(proto, SMTPClientProtocol)
-    return await send_message(proto, options, txn)
+    """One message over a new connection; refusals become 4.4.1."""
+    connection = await SMTPConnection.open(endpoint, clock, options)
+    result = await connection.send(txn)
+    await connection.quit()
+    return result
