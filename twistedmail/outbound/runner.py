@@ -5,7 +5,9 @@ records what happened, on an injected clock.
 One attempt of one message: local recipients go to ``deliver_local``;
 remote ones are grouped by destination (`twistedmail.outbound.mx.Route`)
 and each destination gets one SMTP session carrying all its recipients,
-destinations in parallel, within a total and a per-destination limit.
+destinations in parallel, within a total and a per-destination limit;
+connections that end cleanly are kept a moment for the next message to
+the same host (`twistedmail.outbound.connections`).
 Recipients that got a 4xx (or whose server could not be reached) are
 retried on the schedule until ``max_age``; then, or on a 5xx, the sender
 gets an RFC 3464 DSN (`twistedmail.outbound.dsn`) through the same queue.
@@ -170,7 +172,6 @@ class QueueRunner(Service):
                 password=settings.relay_password,
                 require_tls=settings.relay_require_tls,
             )
-        self._resolver = resolver
         self.router = Router(resolver, dict(settings.routes), smart, settings.mx_port, rng)
         self._entries: dict[str, QueueEntry] = {}
         self._busy: set[str] = set()
