@@ -6,8 +6,8 @@ Unsolicited responses between sessions (RFC 3501 §5.2, §7.4.1) and IDLE
 from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 
+from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
 from twistedmail.imap.server import IMAPFactory
 from twistedmail.interfaces import IMailAccount
 from twistedmail.model import FlagMode
@@ -167,3 +167,41 @@ async def test_session_renaming_follows(factory: IMAPFactory, account: IMailAcco
     await b.command(b"r1 RENAME Old New")
     out = await a.command(b"a1 FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
     assert out.endswith(b"a1 OK FETCH completed\r\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_qresync(factory: IMAPFactory, account: IMailAccount) -> None:
+    # RFC 7162 §3.2: VANISHED replaces EXPUNGE; SELECT (QRESYNC ...) reports
+    # what vanished and what changed since the client's MODSEQ.
+    a, b = await _two(factory, account, 5)
+    status = await account.status("INBOX")
+    assert (
+        await a.command(b"q0 SELECT INBOX (QRESYNC (1 1))")
+    ) == b"q0 BAD QRESYNC is not enabled\r\n"
+    assert (
+        await a.command(b"e1 ENABLE QRESYNC") == b"* ENABLED QRESYNC\r\ne1 OK ENABLE completed\r\n"
+    )
+    await a.command(b"s2 SELECT INBOX")
+    await b.command(b"b1 STORE 2,4 +FLAGS.SILENT (\\Deleted)")
+    await b.command(b"b2 EXPUNGE")
+    assert await a.command(b"a1 NOOP") == b"* VANISHED 2,4\r\na1 OK NOOP completed\r\n"
+    await b.command(b"b3 STORE 3 +FLAGS (\\Seen)")  # seq 3 is UID 5 for b now
+    [*_, five] = await account.messages("INBOX")
+    out = await a.command(
+        b"a2 SELECT INBOX (QRESYNC (%d %d 1:5))" % (status.uidvalidity, status.highestmodseq)
+    )
+    assert out.startswith(b"* OK [CLOSED] Previous mailbox closed\r\n")
+    assert (
+        b"* VANISHED (EARLIER) 2,4\r\n* 3 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (%d))\r\n"
+        % five.modseq
+        in out
+    )
+    out = await a.command(
+        b"a3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % status.highestmodseq
+    )
+    assert out == (
+        b"* VANISHED (EARLIER) 2,4\r\n"
+        b"* 3 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (%d))\r\na3 OK UID FETCH completed\r\n"
+        % five.modseq
+    )
+    assert (await a.command(b"a4 FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)")).startswith(b"a4 BAD ")

@@ -44,6 +44,7 @@ EXTENSIONS = (
     "ESEARCH",
     "SEARCHRES",
     "CONDSTORE",
+    "QRESYNC",
     "STATUS=SIZE",
 )
 
@@ -171,13 +172,17 @@ async def id_(session: IMAPSession, command: Command) -> Reply:
 
 
 async def enable(session: IMAPSession, command: Command) -> Reply:
-    """RFC 5161: CONDSTORE is the one extension here that needs enabling."""
+    """RFC 5161: CONDSTORE and QRESYNC are the extensions here that need enabling."""
     args = command.args
     assert isinstance(args, EnableArgs)
     enabled = []
     if "CONDSTORE" in args.capabilities:
         session.condstore = True
         enabled.append(b"CONDSTORE")
+    if "QRESYNC" in args.capabilities:
+        # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+        session.condstore = session.qresync = True
+        enabled.append(b"QRESYNC")
     session.untagged(b" ".join([b"ENABLED", *enabled]))
     return ok("ENABLE completed")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from twistedmail.imap import wire
 from twistedmail.imap.dispatch import AUTH, CommandSpec
-from twistedmail.imap.errors import Reply, no, ok, reply_for
+from twistedmail.imap.errors import Reply, bad, no, ok, reply_for
 from twistedmail.imap.listing import DELIMITER, Entry, list_entries, lsub_entries, pattern_matcher
 from twistedmail.imap.parser import (
     AppendArgs,
@@ -22,7 +22,8 @@ from twistedmail.imap.parser import (
     RenameArgs,
     StatusArgs,
 )
-from twistedmail.imap.selected import flags_list
+from twistedmail.imap.selected import SelectedMailbox, flags_list, ranges_text
+from twistedmail.imap.syntax import SeqSet
 from twistedmail.interfaces import IMailAccount, NoSuchMailbox
 from twistedmail.model import INBOX, SEEN, SYSTEM_FLAGS, MailboxStatus, SpecialUse
 
@@ -42,6 +43,10 @@ async def select(session: IMAPSession, command: Command) -> Reply:
     args = command.args
     assert isinstance(args, MailboxArgs)
     read_only = command.name == "EXAMINE"
+    if args.qresync is not None and not session.qresync:
+        return bad("QRESYNC is not enabled")
+    if session.qresync and session.selected is not None:
+        session.untagged(b"OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
     # A failed SELECT leaves no mailbox selected (§6.3.1), so drop it first.
     session.unselect()
     if args.condstore:
@@ -71,8 +76,25 @@ async def select(session: IMAPSession, command: Command) -> Reply:
     session.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity)
     session.untagged(b"OK [UIDNEXT %d] Predicted next UID" % view.uidnext)
     session.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % view.highestmodseq)
+    if args.qresync is not None and args.qresync[0] == view.uidvalidity:
+        _resync(session, view, args.qresync[1], args.qresync[2])
     code = "READ-ONLY" if read_only else "READ-WRITE"
     return ok(f"{command.name} completed", code)
+
+
+def _resync(session: IMAPSession, view: SelectedMailbox, modseq: int, known: SeqSet | None) -> None:
+    """RFC 7162 §3.2.5.1: what vanished, then what changed since ``modseq``."""
+    ranges = known.resolve(view.uidnext) if known is not None else [(1, view.uidnext - 1)]
+    gone = view.missing(ranges)
+    if gone:
+        session.untagged(b"VANISHED (EARLIER) " + ranges_text(gone))
+    for seq, uid in enumerate(view.uids, 1):
+        info = view.infos[uid]
+        if info.modseq > modseq:
+            flags = flags_list(view.flags_of(uid))
+            session.untagged(
+                b"%d FETCH (UID %d FLAGS %s MODSEQ (%d))" % (seq, uid, flags, info.modseq)
+            )
 
 
 async def create(session: IMAPSession, command: Command) -> Reply:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from twisted.internet import threads
 
 from twistedmail.imap.dispatch import AUTH, SELECTED, CommandSpec
-from twistedmail.imap.errors import Reply, no, ok, reply_for
+from twistedmail.imap.errors import Reply, bad, no, ok, reply_for
 from twistedmail.imap.fetch import FetchAtt, needs_body, needs_parse, render_fetch_items, sets_seen
 from twistedmail.imap.parser import Command, CopyArgs, FetchArgs, SearchArgs, SeqArgs, StoreArgs
 from twistedmail.imap.search import evaluate
 from twistedmail.imap.searchkeys import And, ModSeqKey, Not, Or, SearchKey
-from twistedmail.imap.selected import SelectedMailbox, flags_list, uid_set
+from twistedmail.imap.selected import SelectedMailbox, flags_list, ranges_text, uid_set
 from twistedmail.interfaces import IMailAccount, NoSuchMailbox, NoSuchMessage
 from twistedmail.message import ParsedMessage
 from twistedmail.model import SEEN, FlagMode
@@ -97,6 +97,13 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
         atts.insert(0, FetchAtt("UID"))
     if args.changed_since is not None or any(a.name == "MODSEQ" for a in atts):
         session.condstore = True
+    if args.vanished:
+        # RFC 7162 §3.2.6: only UID FETCH, only with QRESYNC enabled.
+        if not (command.uid and session.qresync):
+            return bad("VANISHED needs UID FETCH with QRESYNC enabled")
+        gone = view.missing(args.seqs.resolve(view.uids[-1] if view.uids else 0))
+        if gone:
+            session.untagged(b"VANISHED (EARLIER) " + ranges_text(gone))
     if args.changed_since is not None:
         uids = [u for u in uids if view.infos[u].modseq > args.changed_since]
     has_flags = any(a.name == "FLAGS" for a in atts)

@@ -47,6 +47,8 @@ class MailboxArgs:
 
     mailbox: str
     condstore: bool = False
+    #: RFC 7162 §3.2.5 QRESYNC (uidvalidity, modseq, known UIDs or None).
+    qresync: tuple[int, int, SeqSet | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ class FetchArgs:
     atts: tuple[FetchAtt, ...]
     #: RFC 7162 §3.1.4 CHANGEDSINCE.
     changed_since: int | None = None
+    #: RFC 7162 §3.2.6 VANISHED (UID FETCH with QRESYNC).
+    vanished: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +269,46 @@ def _select(r: Reader) -> Args:
     r.sp()
     mailbox = _mailbox(r)
     condstore = False
+    qresync = None
     if r.accept(b" "):
-        # RFC 4466 select-params; RFC 7162 §3.1.8 CONDSTORE.
-        for param in _atoms_in_parens(r):
-            if param != "CONDSTORE":
+        # RFC 4466 select-params; RFC 7162 §3.1.8 CONDSTORE, §3.2.5 QRESYNC.
+        r.open_paren()
+        while True:
+            param = r.keyword()
+            if param == "CONDSTORE":
+                condstore = True
+            elif param == "QRESYNC":
+                r.sp()
+                qresync = _qresync_params(r)
+            else:
                 raise ParseError(f"unknown SELECT parameter {param}")
-            condstore = True
-    return MailboxArgs(mailbox, condstore)
+            if r.close_paren():
+                break
+            r.sp()
+    return MailboxArgs(mailbox, condstore, qresync)
+
+
+def _qresync_params(r: Reader) -> tuple[int, int, SeqSet | None]:
+    """``"(" uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data] ")"``."""
+    r.open_paren()
+    uidvalidity = r.nz_number()
+    r.sp()
+    modseq = r.number(MAX_NUMBER64)
+    known = None
+    if r.accept(b" ") and r.peek() != 0x28:
+        known = r.seq_set(allow_saved=False)
+        if any(0 in pair for pair in known.ranges):
+            raise ParseError("known-uids must not use *")
+        r.accept(b" ")
+    if r.peek() == 0x28:
+        # seq-match-data only saves a round trip; we can answer without it.
+        r.open_paren()
+        r.seq_set(allow_saved=False)
+        r.sp()
+        r.seq_set(allow_saved=False)
+        r.expect(b")")
+    r.expect(b")")
+    return uidvalidity, modseq, known
 
 
 def _mailbox_only(r: Reader) -> Args:
@@ -509,16 +546,18 @@ def _fetch(r: Reader) -> Args:
     r.sp()
     atts = _fetch_atts(r)
     changed_since = None
+    vanished = False
     if r.accept(b" "):
-        # RFC 4466 fetch-modifiers; RFC 7162 §3.1.4 CHANGEDSINCE.
+        # RFC 4466 fetch-modifiers; RFC 7162 §3.1.4 CHANGEDSINCE, §3.2.6 VANISHED.
         r.open_paren()
         r.expect(b"CHANGEDSINCE")
         r.sp()
         changed_since = r.number(MAX_NUMBER64)
+        vanished = r.accept(b" VANISHED")
         r.expect(b")")
         if not any(a.name == "MODSEQ" for a in atts):
             atts = (*atts, FetchAtt("MODSEQ"))
-    return FetchArgs(seqs, atts, changed_since)
+    return FetchArgs(seqs, atts, changed_since, vanished)
 
 
 def _store(r: Reader) -> Args:

@@ -149,9 +149,28 @@ class SelectedMailbox:
     def has_pending(self) -> bool:
         return bool(self._added or self._flags or self._expunged or self.gone)
 
-    def updates(self, allow_expunge: bool, with_modseq: bool) -> list[bytes]:
-        """The untagged responses to send now, applied to the view as sent."""
+    def updates(
+        self, allow_expunge: bool, with_modseq: bool, vanished: bool = False
+    ) -> list[bytes]:
+        """
+        The untagged responses to send now, applied to the view as sent.
+
+        With ``vanished`` (QRESYNC enabled, RFC 7162 §3.2.10) expunges are
+        reported as one ``VANISHED`` response of UIDs instead of EXPUNGEs.
+        """
         out: list[bytes] = []
+        if allow_expunge and self._expunged and vanished:
+            gone = []
+            for uid in sorted(self._expunged):
+                i = bisect.bisect_left(self.uids, uid)
+                if i < len(self.uids) and self.uids[i] == uid:
+                    del self.uids[i]
+                    del self.infos[uid]
+                    self.recent.discard(uid)
+                    gone.append(uid)
+            self._expunged.clear()
+            if gone:
+                out.append(b"* VANISHED %s\r\n" % uid_set(gone))
         if allow_expunge and self._expunged:
             # Highest first: each number sent is still valid for the client
             # when it reads it, whatever order it applies them in.
@@ -245,6 +264,31 @@ class SelectedMailbox:
         for lo, hi in ranges:
             seqnums.update(range(lo, hi + 1))
         return [uids[n - 1] for n in sorted(seqnums)]
+
+    def missing(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """
+        The UIDs in ``ranges`` below UIDNEXT that are not in the view: what
+        QRESYNC reports as ``VANISHED (EARLIER)`` (RFC 7162 §3.2.5.1, §3.2.6).
+        The store keeps no expunge history, so this may include UIDs the
+        client never saw, which the RFC lets it ignore.
+        """
+        out: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            hi = min(hi, self.uidnext - 1)
+            start = lo
+            i = bisect.bisect_left(self.uids, lo)
+            while start <= hi:
+                present = self.uids[i] if i < len(self.uids) else hi + 1
+                if present > start:
+                    out.append((start, min(present - 1, hi)))
+                start = present + 1
+                i += 1
+        return out
+
+
+def ranges_text(ranges: Iterable[tuple[int, int]]) -> bytes:
+    """``(lo, hi)`` pairs as a sequence set."""
+    return b",".join(b"%d" % lo if lo == hi else b"%d:%d" % (lo, hi) for lo, hi in ranges)
 
 
 def flags_list(flags: frozenset[str]) -> bytes:

@@ -55,6 +55,11 @@ COMMANDS: dict[str, CommandSpec] = {
 }
 
 
+#: Commands that leave the selected mailbox (or, IDLE, flush by themselves):
+#: news of the old mailbox is not worth sending first.
+_NO_PRE_FLUSH = frozenset({"IDLE", "SELECT", "EXAMINE", "CLOSE", "UNSELECT"})
+
+
 class ConnectionGone(Exception):
     """The client went away while a command waited for a continuation line."""
 
@@ -71,6 +76,8 @@ class IMAPSession(LineReceiver):
         self.selected: SelectedMailbox | None = None
         #: RFC 7162 §3.1: CONDSTORE enabled (ENABLE, SELECT (CONDSTORE) or use).
         self.condstore = False
+        #: RFC 7162 §3.2: QRESYNC enabled (VANISHED instead of EXPUNGE).
+        self.qresync = False
         self.idling = False
         self._logout: Callable[[], None] | None = None
         self._parts: list[bytes] = []
@@ -188,7 +195,7 @@ class IMAPSession(LineReceiver):
             self.write(b"* BYE Selected mailbox was deleted\r\n")
             self.close()
             return
-        lines = view.updates(allow_expunge, self.condstore)
+        lines = view.updates(allow_expunge, self.condstore, self.qresync)
         if lines:
             self.write(b"".join(lines))
 
@@ -410,7 +417,7 @@ class IMAPSession(LineReceiver):
         if self.state not in spec.states:
             self.write(bad(_wrong_state(self.state, spec)).line(command.tag))
             return
-        if self.selected is not None and command.name != "IDLE":
+        if self.selected is not None and command.name not in _NO_PRE_FLUSH:
             # Flag changes and new messages may go out at any point of a
             # command (RFC 3501 §7.2.3, §7.3.1); sending them first means the
             # command's own answers use the freshest state.
