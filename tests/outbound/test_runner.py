@@ -400,3 +400,31 @@ async def test_a_kept_connection_that_died_is_replaced(tmp_path, harnesses):
     assert [r.recipients for r in sink.received] == [["a@hamburger.edu"], ["b@hamburger.edu"]]
     assert sink.connections == 2
     assert h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_smart_host_with_auth_and_required_tls(tmp_path, harnesses):
+    """relay_host takes every remote domain; AUTH only once TLS is up."""
+    sink = SinkConfig(starttls=True, credentials=("crepes", "relay-secret"))
+    port = await listen(_reactor(), sink)
+    relay = f"tcp:127.0.0.1:{port.getHost().port}"
+    h = Harness(
+        tmp_path, {}, relay_host=relay, relay_username="crepes", relay_password="relay-secret"
+    )
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.edu", "x@elsewhere.example")
+    await h.run()
+    (got,) = sink.received  # one session for both domains: same destination
+    assert got.auth == "crepes" and got.tls
+    assert sorted(got.recipients) == ["bob@hamburger.edu", "x@elsewhere.example"]
+    # Required TLS verifies the certificate: a self-signed one defers the mail.
+    h2 = Harness(tmp_path / "two", {}, relay_host=relay, relay_require_tls=True)
+    harnesses.append(h2)
+    h2.runner.startService()
+    queue_id = h2.enqueue("alice@crepes.fr", "bob@hamburger.edu")
+    await h2.run()
+    await port.stopListening()
+    (state,) = h2.entry(queue_id).recipients
+    assert state.status is RecipientStatus.PENDING
+    assert len(sink.received) == 1

@@ -540,6 +540,9 @@ class _Session:
         params = []
         if "SIZE" in self.extensions:
             params.append(f"SIZE={len(txn.message)}")
+        # RFC 6152 §3: without 8BITMIME we should downgrade or bounce; like
+        # Postfix (and every server in practice accepting 8-bit) we send as is.
+        # We do no BDAT, so BINARYMIME content goes as 8BITMIME.
         if txn.body in ("8BITMIME", "BINARYMIME") and "8BITMIME" in self.extensions:
             params.append("BODY=8BITMIME")
         if utf8:
