@@ -40,7 +40,8 @@ WORDS = [
     b"()", b"(", b")", b"[", b"]", b"NIL", b'""', b'"a\\"b"', b'"unterminated', b"\\", b"{",
     b"{-1}", b"{5", b"(UNCHANGEDSINCE 1)", b"(CHANGEDSINCE 0)", b"(USE (\\Sent))",
     b"(MESSAGES UNSEEN)", b"(SUBSCRIBED)", b"&AOk-", b"&bad", b"\xc3\xa9", b"\x00", b"\x7f",
-    b"MODSEQ", b"LARGER", b"99999999999999999999", b"CONDSTORE", b"(CONDSTORE)",
+    b"MODSEQ", b"LARGER", b"99999999999999999999", b"CONDSTORE", b"(CONDSTORE)", b"QRESYNC",
+    b"(QRESYNC (1 1 1:*))", b"(CHANGEDSINCE 1 VANISHED)", b"ENABLE", b"IDLE",
 ]  # fmt: skip
 
 _token = st.one_of(
