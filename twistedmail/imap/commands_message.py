@@ -16,7 +16,7 @@ from twistedmail.imap.errors import Reply, bad, no, ok, reply_for
 from twistedmail.imap.fetch import FetchAtt, needs_body, needs_parse, render_fetch_items, sets_seen
 from twistedmail.imap.parser import Command, CopyArgs, FetchArgs, SearchArgs, SeqArgs, StoreArgs
 from twistedmail.imap.search import evaluate
-from twistedmail.imap.searchkeys import And, ModSeqKey, Not, Or, SearchKey
+from twistedmail.imap.searchkeys import And, ModSeqKey, Not, Or, SearchKey, needs_text
 from twistedmail.imap.selected import SelectedMailbox, flags_list, ranges_text, uid_set
 from twistedmail.interfaces import IMailAccount, NoSuchMailbox, NoSuchMessage
 from twistedmail.message import ParsedMessage
@@ -25,6 +25,9 @@ from twistedmail.model import SEEN, FlagMode
 if TYPE_CHECKING:  # pragma: no cover
     from twistedmail.imap.session import IMAPSession
 
+
+#: How much of a message SEARCH reads hoping to find the whole header.
+_HEADER_PREFIX = 32 * 1024
 
 #: Bytes of FETCH output between two checks of the client's pace.
 _CHUNK = 256 * 1024
@@ -215,8 +218,18 @@ async def search(session: IMAPSession, command: Command) -> Reply:
     assert isinstance(args, SearchArgs)
     view, account = _view(session)
 
+    headers_only = not needs_text(args.key)
+    cache = session.server.parsed_cache
+
     async def load(uid: int) -> ParsedMessage | None:
         try:
+            if headers_only and cache.get((session.user, view.name, view.uidvalidity, uid)) is None:
+                # Header keys need only the header: read its first bytes
+                # rather than a whole (maybe 20 MB) message.
+                head = await account.fetch(view.name, uid, 0, _HEADER_PREFIX)
+                end = _header_end(head)
+                if end is not None:
+                    return ParsedMessage.parse(head[:end])
             raw = await account.fetch(view.name, uid)
         except NoSuchMessage:
             return None
@@ -252,6 +265,12 @@ async def search(session: IMAPSession, command: Command) -> Reply:
         parts.append(b"MODSEQ %d" % max(view.infos[u].modseq for u in uids))
     session.untagged(b" ".join(parts))
     return ok(f"{command.name} completed")
+
+
+def _header_end(data: bytes) -> int | None:
+    """Where the header section ends (after its blank line), if within ``data``."""
+    ends = [i + n for i, n in ((data.find(b"\r\n\r\n"), 4), (data.find(b"\n\n"), 2)) if i >= 0]
+    return min(ends) if ends else None
 
 
 def _uses_modseq(key: SearchKey) -> bool:

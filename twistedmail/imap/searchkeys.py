@@ -252,6 +252,19 @@ def needs_content(key: SearchKey) -> bool:
     return False
 
 
+def needs_text(key: SearchKey) -> bool:
+    """Whether ``key`` searches message text (BODY, TEXT), not only headers."""
+    if isinstance(key, TextKey):
+        return True
+    if isinstance(key, And):
+        return any(needs_text(k) for k in key.keys)
+    if isinstance(key, Or):
+        return needs_text(key.left) or needs_text(key.right)
+    if isinstance(key, Not):
+        return needs_text(key.key)
+    return False
+
+
 def uses_saved(key: SearchKey) -> bool:
     """Whether ``key`` refers to ``$`` (RFC 5182)."""
     if isinstance(key, InSeq):
