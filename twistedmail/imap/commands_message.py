@@ -235,7 +235,7 @@ async def search(session: IMAPSession, command: Command) -> Reply:
             return None
         return await parse_message(session, view, uid, raw)
 
-    uids = await evaluate(view, args.key, load)
+    uids = await evaluate(view, args.key, load, session.flow.ready)
     modseq = _uses_modseq(args.key)
     if modseq:
         session.condstore = True

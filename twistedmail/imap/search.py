@@ -38,6 +38,9 @@ from twistedmail.model import MessageInfo
 
 Loader = Callable[[int], Awaitable[ParsedMessage | None]]
 
+#: Messages loaded between two chances for other sessions to run.
+_BATCH = 200
+
 
 class _Context:
     def __init__(self, view: SelectedMailbox) -> None:
@@ -47,17 +50,31 @@ class _Context:
         self.saved = set(view.saved)
 
 
-async def evaluate(view: SelectedMailbox, key: SearchKey, load: Loader) -> list[int]:
-    """The UIDs of the messages matching ``key``, ascending."""
+async def evaluate(
+    view: SelectedMailbox,
+    key: SearchKey,
+    load: Loader,
+    pause: Callable[[], Awaitable[None]] | None = None,
+) -> list[int]:
+    """
+    The UIDs of the messages matching ``key``, ascending.
+
+    ``pause`` is awaited every `_BATCH` loaded messages, so that a search
+    through a big mailbox lets other sessions run.
+    """
     ctx = _Context(view)
     content = needs_content(key)
     found = []
+    loaded = 0
     for seq, uid in enumerate(list(view.uids), 1):
         info = view.infos.get(uid)
         if info is None:
             continue
         verdict = _match(key, ctx, seq, info, None)
         if verdict is None and content:
+            loaded += 1
+            if pause is not None and loaded % _BATCH == 0:
+                await pause()
             parsed = await load(uid)
             verdict = False if parsed is None else _match(key, ctx, seq, info, parsed)
         if verdict:
