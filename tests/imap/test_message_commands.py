@@ -218,3 +218,31 @@ async def test_fetch_waits_for_a_slow_client(client: Client, account: IMailAccou
     client.session.flow.resumeProducing()
     out = await client.wait_for(b"a1 OK")
     assert out.count(b" FETCH (") == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_uid_copy_and_append_to_selected(client: Client, account: IMailAccount) -> None:
+    await _selected(client, account, 2)
+    assert await client.command(b"a1 CHECK") == b"a1 OK CHECK completed\r\n"
+    trash = (await account.status("Trash")).uidvalidity
+    out = await client.command(b"a2 UID COPY 2,1 Trash")
+    assert out == b"a2 OK [COPYUID %d 1:2 1:2] UID COPY completed\r\n" % trash
+    # Copying to the selected mailbox: its EXISTS comes with the reply.
+    inbox = (await account.status("INBOX")).uidvalidity
+    out = await client.command(b"a3 COPY 1 INBOX")
+    assert out == b"* 3 EXISTS\r\n* 1 RECENT\r\na3 OK [COPYUID %d 1 3] COPY completed\r\n" % inbox
+    data = message("appended")
+    out = await client.command(b"a4 APPEND INBOX (\\Recent $X) {%d+}\r\n" % len(data) + data)
+    assert out == b"* 4 EXISTS\r\n* 2 RECENT\r\na4 OK [APPENDUID %d 4] APPEND completed\r\n" % inbox
+    [*_, last] = await account.messages("INBOX")
+    assert last.flags == {"$X"}  # \Recent cannot be set by a client
+
+
+@pytest_twisted.ensureDeferred
+async def test_rename_inbox_while_selected(client: Client, account: IMailAccount) -> None:
+    # RFC 3501 §6.3.5: renaming INBOX moves its messages and leaves it empty.
+    await _selected(client, account, 2)
+    out = await client.command(b"a1 RENAME INBOX Old")
+    assert out == b"* 2 EXPUNGE\r\n* 1 EXPUNGE\r\na1 OK RENAME completed\r\n"
+    assert len(await account.messages("Old")) == 2
+    assert await client.command(b"a2 LOGOUT") == b"* BYE Logging out\r\na2 OK LOGOUT completed\r\n"
