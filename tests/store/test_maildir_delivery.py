@@ -21,8 +21,19 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 
+from twistedmail.delivery import Delivery
 from twistedmail.interfaces import TemporaryFailure
-from twistedmail.model import INBOX, SEEN, Appended, ChangeEvent, FlagsChanged, MessagesAdded
+from twistedmail.model import (
+    INBOX,
+    SEEN,
+    Appended,
+    ChangeEvent,
+    Envelope,
+    FlagsChanged,
+    MessagesAdded,
+    Recipient,
+)
+from twistedmail.routing import LocalRoute
 from twistedmail.store._maildir_delivery import DeliveryQueue, write_batch
 from twistedmail.store._maildir_folder import Folder
 from twistedmail.store.maildir import MaildirStore
@@ -86,10 +97,10 @@ class HeldPool:
     def __init__(self) -> None:
         self.jobs: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
 
-    async def __call__(self, call: Callable[..., Any], *args: Any) -> Any:
+    def __call__(self, call: Callable[..., Any], *args: Any) -> Deferred[Any]:
         done: Deferred[Any] = Deferred()
         self.jobs.append((call, args, done))
-        return await done
+        return done
 
     def finish(self) -> None:
         call, args, done = self.jobs.pop(0)
@@ -279,3 +290,25 @@ async def test_delivery_recreates_a_lost_inbox(stores, root):
     appended = await account.deliver(message(2))
     assert appended.mailbox == INBOX
     assert await account.fetch(INBOX, appended.info.uid) == message(2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_disk_that_refuses_the_write_fails_delivery_and_leaves_nothing(stores, root):
+    store = stores()
+    account = await store.account(ALICE)
+    await account.deliver(message(1))
+    delivery = Delivery(store, None)
+    rcpt = Recipient(ALICE)
+    routes = [LocalRoute(rcpt, (ALICE,))]
+    envelope = Envelope("sender@example.test", (rcpt,))
+    done = await delivery.deliver(envelope, message(2), routes)
+    [(user, appended)] = done.stored
+    assert user == ALICE and appended.info.uid == 2
+    assert await account.fetch(INBOX, 2) == b"Return-Path: <sender@example.test>\r\n" + message(2)
+    # tmp/ is gone and a file sits in its place: no message file can be made.
+    shutil.rmtree(root / "tmp")
+    (root / "tmp").write_bytes(b"")
+    with pytest.raises(TemporaryFailure):
+        await delivery.deliver(envelope, message(3), routes)
+    assert len(os.listdir(root / "new")) == 2
+    assert [i.uid for i in await account.messages(INBOX)] == [1, 2]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,7 +107,7 @@ class DeliveryQueue:
     def __init__(
         self,
         folder: Folder,
-        thread: Callable[..., Coroutine[Any, Any, Any]],
+        thread: Callable[..., Deferred[Any]],
         emit: Callable[[Iterable[ChangeEvent]], None],
     ) -> None:
         self._folder = folder
@@ -133,9 +133,7 @@ class DeliveryQueue:
             size += len(item.data)
         self._running = True
         items = [(d.base, d.data, int(d.when.timestamp())) for d in batch]
-        job: Deferred[list[OSError | None]] = Deferred.fromCoroutine(
-            self._thread(write_batch, self._folder.path, items)
-        )
+        job: Deferred[list[OSError | None]] = self._thread(write_batch, self._folder.path, items)
         job.addBoth(self._written, batch)
 
     def _written(self, outcomes: list[OSError | None] | Failure, batch: list[_Delivery]) -> None:

@@ -414,7 +414,8 @@ class Folder:
         fresh: list[MessageInfo] = []
         with self.lock.held():
             self._refresh_index()
-            self.keywords.refresh()
+            if any(p.letters for p in placed):
+                self.keywords.refresh()  # no letters (deliveries): no keywords to name
             for base, subdir, filename, letters, extra, when, size in placed:
                 record = self.index.by_base.get(base) or self.index.add(
                     base, letters, int(when.timestamp()), size, extra

@@ -280,10 +280,11 @@ class UidIndex:
         data = "".join(self._pending).encode("utf-8", "surrogateescape")
         fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            # Cut off a half-written line a crashed writer left behind.
-            os.ftruncate(fd, self._offset)
-            os.lseek(fd, self._offset, os.SEEK_SET)
-            os.write(fd, data)
+            if self._stamp is None or self._stamp[1] != self._offset:
+                # Cut off a half-written line a crashed writer left behind
+                # (the size we last saw, under this lock, says if there is one).
+                os.ftruncate(fd, self._offset)
+            os.pwrite(fd, data, self._offset)
             st = os.fstat(fd)
         finally:
             os.close(fd)

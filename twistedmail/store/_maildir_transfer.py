@@ -17,6 +17,8 @@ from contextlib import ExitStack, suppress
 from datetime import datetime
 from typing import Any, TypeVar
 
+from twisted.internet.defer import Deferred
+
 from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
 from twistedmail.model import Appended, ChangeEvent, CopyResult, MessageInfo
 from twistedmail.store import _maildir_files as files
@@ -29,21 +31,26 @@ _T = TypeVar("_T")
 
 
 class Transfer:
-    """The writing half of one account; runs its blocking parts via ``thread``."""
+    """
+    The writing half of one account; runs its blocking parts via ``thread``
+    (to await) or ``in_thread`` (the same, as a Deferred).
+    """
 
     def __init__(
         self,
         names: UniqueNames,
         thread: Callable[..., Coroutine[Any, Any, Any]],
+        in_thread: Callable[..., Deferred[Any]],
         emit: Callable[[Iterable[ChangeEvent]], None],
         now: Callable[[], float],
     ) -> None:
         self._names = names
         self._thread = thread
+        self._in_thread = in_thread
         self._emit = emit
         self._now = now
 
-    async def deliver(self, folder: Folder, data: bytes, when: datetime) -> Appended:
+    def deliver(self, folder: Folder, data: bytes, when: datetime) -> Deferred[Appended]:
         """
         The SMTP path: no flags, so the file goes to ``new/`` and needs no
         keyword letters, no lock and no look at the folder before it lands;
@@ -57,9 +64,8 @@ class Transfer:
         """
         queue = folder.deliveries
         if queue is None:
-            queue = folder.deliveries = DeliveryQueue(folder, self._thread, self._emit)
-        appended: Appended = await queue.add(self._names.base(self._now(), len(data)), data, when)
-        return appended
+            queue = folder.deliveries = DeliveryQueue(folder, self._in_thread, self._emit)
+        return queue.add(self._names.base(self._now(), len(data)), data, when)
 
     async def store(
         self,

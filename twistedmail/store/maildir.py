@@ -43,8 +43,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedmail.interfaces import (
@@ -124,7 +125,7 @@ class MaildirAccount:
         self._user = user
         self._root = root
         self._reactor = reactor
-        self._transfer = Transfer(names, self._thread, self._emit, reactor.seconds)
+        self._transfer = Transfer(names, self._thread, self._in_thread, self._emit, reactor.seconds)
         self._listdir = listdir
         self._listeners = Listeners(user)
         self._folders: dict[str, Folder] = {}
@@ -139,9 +140,12 @@ class MaildirAccount:
         return Deferred.fromCoroutine(coro)
 
     async def _thread(self, call: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
-        pool = self._reactor.getThreadPool()
-        result: _T = await deferToThreadPool(self._reactor, pool, call, *args, **kw)
+        result: _T = await self._in_thread(call, *args, **kw)
         return result
+
+    def _in_thread(self, call: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> Deferred[_T]:
+        pool = self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, call, *args, **kw)
 
     def _emit(self, events: Iterable[ChangeEvent]) -> None:
         self._listeners.emit_all(events)
@@ -327,25 +331,34 @@ class MaildirAccount:
         return await self._transfer.store(folder, message, flags, when, deliver=False)
 
     def deliver(self, message: bytes, mailbox: str = INBOX) -> Deferred[Appended]:
-        return self._run(self._deliver(message, mailbox))
-
-    async def _deliver(self, message: bytes, mailbox: str) -> Appended:
         """
         A missing or invalid mailbox falls back to INBOX, as memory.py does.
 
         No sync first (see `Transfer.deliver`): a mailbox removed behind our
         back shows up as the write failing, and then INBOX takes the mail.
+        Plain callbacks rather than a coroutine: every SMTP delivery comes
+        through here.
         """
         if not isinstance(message, bytes):
-            raise TypeError("message must be bytes")
+            return fail(TypeError("message must be bytes"))
         when = datetime.fromtimestamp(int(self._reactor.seconds()), UTC)
-        folder: Folder | None = None
         try:
             folder = self._folder(mailbox)
-            return await self._transfer.deliver(folder, message, when)
         except (InvalidMailboxName, NoSuchMailbox):
-            if folder is not None:
-                self._drop(folder.name)  # deleted by another program
+            return self._run(self._deliver_to_inbox(message, when))
+        except Exception:
+            return fail()
+        d = self._transfer.deliver(folder, message, when)
+
+        def gone(failure: Failure) -> Deferred[Appended]:
+            if not isinstance(failure.value, NoSuchMailbox):
+                return fail(failure)
+            self._drop(folder.name)  # deleted by another program
+            return self._run(self._deliver_to_inbox(message, when))
+
+        return d.addErrback(gone)
+
+    async def _deliver_to_inbox(self, message: bytes, when: datetime) -> Appended:
         self._root.ensure()
         return await self._transfer.deliver(self._folder(INBOX), message, when)
 
@@ -466,6 +479,9 @@ class MaildirStore:
         return os.listdir(path)
 
     def account(self, user: str) -> Deferred[IMailAccount]:
+        found = self._accounts.get(user)  # the common case: no coroutine
+        if found is not None:
+            return succeed(found)
         return Deferred.fromCoroutine(self._account(user))
 
     async def _account(self, user: str) -> IMailAccount:
