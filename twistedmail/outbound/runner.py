@@ -49,6 +49,7 @@ from twistedmail.outbound.queue import (
     QueueEntry,
     RecipientStatus,
 )
+from twistedmail.outbound.schedule import AttemptSchedule
 from twistedmail.smtp.client import (
     ClientOptions,
     Reply,
@@ -174,6 +175,8 @@ class QueueRunner(Service):
             )
         self.router = Router(resolver, dict(settings.routes), smart, settings.mx_port, rng)
         self._entries: dict[str, QueueEntry] = {}
+        #: Entries waiting for an attempt; one in ``_busy`` is never in it.
+        self.schedule = AttemptSchedule()
         self._busy: set[str] = set()
         self._timer: IDelayedCall | None = None
         self._control: LoopingCall | None = None
@@ -221,7 +224,8 @@ class QueueRunner(Service):
         if not self.running:
             return
         for entry in entries:
-            self._entries.setdefault(entry.id, entry)
+            if entry.id not in self._entries:
+                self._put(entry)
         self._loaded = True
         log.info("Queue runner started with {count} queued message(s)", count=len(entries))
         self._control = LoopingCall(self._check_requests)
@@ -233,10 +237,10 @@ class QueueRunner(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        for call in (self._timer, self._lock_retry):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._lock_retry = None
+        self._cancel_timer()
+        if self._lock_retry is not None and self._lock_retry.active():
+            self._lock_retry.cancel()
+        self._lock_retry = None
         if self._control is not None and self._control.running:
             self._control.stop()
         self.connections.close()
@@ -276,46 +280,69 @@ class QueueRunner(Service):
         return dict(self._entries)
 
     def _added(self, entry: QueueEntry) -> None:
-        self._entries[entry.id] = entry
+        self._put(entry)
         if self._loaded and self.running:
             self._schedule()
 
+    def _put(self, entry: QueueEntry) -> None:
+        """Keep ``entry``'s new state; an entry in an attempt is scheduled when it ends."""
+        self._entries[entry.id] = entry
+        if entry.id not in self._busy:
+            self.schedule.put(entry.id, entry.next_attempt)
+
+    def _forget(self, queue_id: str) -> None:
+        self._entries.pop(queue_id, None)
+        self.schedule.discard(queue_id)
+
     def _schedule(self, delay: float | None = None) -> None:
+        """Set the timer for the next due entry (O(log n): see `AttemptSchedule`)."""
         if not self.running or not self._loaded:
             return
+        now = self.clock.seconds()
+        if delay is None:
+            when = self.schedule.next_time()
+            if when is None:
+                self._cancel_timer()
+                return
+            delay = max(0.0, when - now)
+        timer = self._timer
+        if timer is not None and timer.active():
+            if timer.getTime() <= now + delay:
+                return  # already set early enough; _run_due looks again
+            timer.cancel()
+        self._timer = self.clock.callLater(delay, self._run_due)
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if delay is None:
-            waiting = [e.next_attempt for k, e in self._entries.items() if k not in self._busy]
-            if not waiting:
-                return
-            delay = max(0.0, min(waiting) - self.clock.seconds())
-        self._timer = self.clock.callLater(delay, self._run_due)
 
     def _run_due(self) -> None:
         self._timer = None
         now = self.clock.seconds()
         limit = max(2 * self.settings.max_concurrency, 1)
-        due = sorted(
-            (e for k, e in self._entries.items() if k not in self._busy and e.next_attempt <= now),
-            key=lambda e: e.next_attempt,
-        )
-        for entry in due:
-            if len(self._busy) >= limit:
-                break  # the rest start as attempts finish
-            self._start(entry.id, self._attempt(entry))
+        while len(self._busy) < limit:  # the rest start as attempts finish
+            queue_id = self.schedule.pop_due(now)
+            if queue_id is None:
+                break
+            entry = self._entries.get(queue_id)
+            if entry is not None:
+                self._start(queue_id, self._attempt(entry))
         if len(self._busy) < limit:
             self._schedule()
 
     def _start(self, queue_id: str, work: Any) -> None:
         self._busy.add(queue_id)
+        self.schedule.discard(queue_id)
         d = Deferred.fromCoroutine(work)
         d.addErrback(lambda f: log.failure("Queue attempt for {id} failed", f, id=queue_id))
         d.addBoth(lambda _: self._finished(queue_id))
 
     def _finished(self, queue_id: str) -> None:
         self._busy.discard(queue_id)
+        entry = self._entries.get(queue_id)
+        if entry is not None:
+            self.schedule.put(queue_id, entry.next_attempt)
         self._schedule()  # before waking waiters, who may look at the timer
         if not self._busy:
             waiters, self._idle = self._idle, []
@@ -334,13 +361,13 @@ class QueueRunner(Service):
             if entry.id in self._entries:
                 delay = self._delay_for(entry.attempts + 1)
                 later = replace(entry, next_attempt=self.clock.seconds() + delay)
-                self._entries[entry.id] = later
+                self._put(later)
 
     async def _attempt_once(self, entry: QueueEntry) -> None:
         try:
             message = await self.queue.read_message(entry.id)
         except FileNotFoundError:
-            self._entries.pop(entry.id, None)  # deleted by the admin command
+            self._forget(entry.id)  # deleted by the admin command
             return
         outcomes: dict[str, _Outcome] = {}
         local = [r.recipient for r in entry.pending if self.is_local(_domain(r.address))]
@@ -599,13 +626,13 @@ class QueueRunner(Service):
     async def _save(self, entry: QueueEntry) -> None:
         if entry.done:
             await self.queue.remove(entry.id)
-            self._entries.pop(entry.id, None)
+            self._forget(entry.id)
             log.info("{id}: done", id=entry.id)
             return
         if await self.queue.update(entry):
-            self._entries[entry.id] = entry
+            self._put(entry)
         else:
-            self._entries.pop(entry.id, None)
+            self._forget(entry.id)
 
     # --- Admin requests ----------------------------------------------------------
 
@@ -629,7 +656,7 @@ class QueueRunner(Service):
                     await self._save(replace(entry, next_attempt=self.clock.seconds()))
                 elif operation == "delete":
                     await self.queue.remove(target)
-                    self._entries.pop(target, None)
+                    self._forget(target)
                     log.info("{id}: deleted by the administrator", id=target)
                 elif operation == "bounce":
                     await self._bounce(entry)
