@@ -50,6 +50,7 @@ from twistedmail.outbound.queue import (
     RecipientStatus,
 )
 from twistedmail.outbound.schedule import AttemptSchedule
+from twistedmail.outbound.tlscache import TLSOptionsCache
 from twistedmail.smtp.client import (
     ClientOptions,
     Reply,
@@ -58,7 +59,6 @@ from twistedmail.smtp.client import (
     TLSOptionsFactory,
     Transaction,
 )
-from twistedmail.tls import client_tls_options
 
 log = Logger()
 
@@ -136,6 +136,8 @@ class QueueRunner(Service):
     :param resolver: a ``twisted.names`` resolver; made from
         ``settings.nameservers`` when None.
     :param connect: turns a `Hop` into an endpoint (tests may redirect).
+    :param tls_options: client TLS settings per host; a `TLSOptionsCache`
+        over ``twistedmail.tls.client_tls_options`` when None.
     """
 
     def __init__(
@@ -150,7 +152,7 @@ class QueueRunner(Service):
         deliver_local: Callable[[Envelope, bytes], Deferred[None]],
         resolver: Any = None,
         connect: Callable[[Hop], IStreamClientEndpoint] | None = None,
-        tls_options: TLSOptionsFactory = client_tls_options,
+        tls_options: TLSOptionsFactory | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.queue = queue
@@ -160,7 +162,8 @@ class QueueRunner(Service):
         self.hostname = hostname
         self.is_local = is_local
         self.deliver_local = deliver_local
-        self.tls_options = tls_options
+        # One cache per runner: contexts are made once, not per session.
+        self.tls_options = tls_options or TLSOptionsCache()
         self.connect = connect or self._endpoint
         self.connections = ConnectionCache(
             clock, self.connect, settings.connection_cache_time, settings.connection_reuse_limit

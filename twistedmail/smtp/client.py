@@ -117,6 +117,11 @@ def default_tls_options(hostname: str, verify: bool) -> Any:
     Client TLS options when ``twistedmail.tls`` is not handed in: verified
     with the system roots when TLS is required, anything goes otherwise
     (opportunistic TLS must not fail on an unverifiable certificate).
+
+    Each call makes a new OpenSSL context (for verified TLS that reads the
+    system CA store, milliseconds of CPU): fine for one session; a
+    long-lived sender (the queue runner) hands in a cache instead,
+    ``twistedmail.outbound.tlscache.TLSOptionsCache``.
     """
     if verify:
         return ssl.optionsForClientTLS(hostname)
