@@ -60,6 +60,11 @@ COMMANDS: dict[str, CommandSpec] = {
 _NO_PRE_FLUSH = frozenset({"IDLE", "SELECT", "EXAMINE", "CLOSE", "UNSELECT"})
 
 
+#: Seconds a closing connection waits for the client's side of the TLS
+#: shutdown (or its EOF) before it is aborted.
+CLOSE_GRACE = 10.0
+
+
 class ConnectionGone(Exception):
     """The client went away while a command waited for a continuation line."""
 
@@ -90,6 +95,7 @@ class IMAPSession(LineReceiver):
         self._in_dispatch = False
         self._after_reply: Callable[[], None] | None = None
         self._timer: IDelayedCall | None = None
+        self._closing: IDelayedCall | None = None
         self._counted = False
         self.flow = WriteFlow(server.reactor)
         self._shutting_down = False
@@ -122,6 +128,9 @@ class IMAPSession(LineReceiver):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
         self.unselect()
         if self._counted and self.user is not None:
             self.server.release_user(self.user)
@@ -169,8 +178,30 @@ class IMAPSession(LineReceiver):
 
     def close(self) -> None:
         self.state = State.LOGOUT
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport = self.transport
+        if transport is None or self._closing is not None:
+            return
+        # Over TLS (STARTTLS or imaps) loseConnection waits for a registered
+        # producer to unregister, then sends close_notify and waits for the
+        # peer's close_notify or EOF, which a transport paused for the running
+        # command would never read: the connection, and a daemon stopping,
+        # would wait forever.  So unregister, read again (dataReceived drops
+        # what arrives now), and abort a peer that never answers.
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        self._resume_transport()
+        transport.loseConnection()
+        self._closing = self.server.clock.callLater(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        self._closing = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state is State.LOGOUT and self._closing is not None:
+            return  # closing: nothing more is a command
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     # --- output ---------------------------------------------------------------------
 
