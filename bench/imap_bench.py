@@ -230,6 +230,15 @@ class Ours(Server):
 
     def stop(self) -> None:
         self.host.stop()
+        trouble = [
+            line
+            for line in self.host.log_lines()
+            if "Traceback" in line or "Unhandled" in line or "SERVERBUG" in line
+        ]
+        if trouble:
+            print(
+                f"{self.name}: the daemon logged errors:", *trouble[:20], sep="\n", file=sys.stderr
+            )
 
 
 class Dovecot(Server):
