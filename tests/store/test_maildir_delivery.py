@@ -35,6 +35,7 @@ from twistedmail.model import (
 )
 from twistedmail.routing import LocalRoute
 from twistedmail.store._maildir_delivery import DeliveryQueue, write_batch
+from twistedmail.store._maildir_files import make_spares
 from twistedmail.store._maildir_folder import Folder
 from twistedmail.store.maildir import MaildirStore
 
@@ -102,9 +103,21 @@ class HeldPool:
         self.jobs.append((call, args, done))
         return done
 
-    def finish(self) -> None:
+    def finish(self, expected: Callable[..., Any] = write_batch) -> tuple[Any, ...]:
+        """Run the oldest job (which must be a call of ``expected``); its arguments."""
         call, args, done = self.jobs.pop(0)
+        assert call is expected
         done.callback(call(*args))
+        return args
+
+
+class Names:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"spare{self.count}"
 
 
 def inbox(path: Path) -> Folder:
@@ -116,7 +129,7 @@ def inbox(path: Path) -> Folder:
 def test_deliveries_arriving_during_a_write_share_the_next_job(tmp_path: Path) -> None:
     folder, pool = inbox(tmp_path), HeldPool()
     heard: list[ChangeEvent] = []
-    queue = DeliveryQueue(folder, pool, heard.extend)
+    queue = DeliveryQueue(folder, pool, heard.extend, Names())
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     results: list[Appended] = []
     first = queue.add("1.base", message(1), when)
@@ -128,9 +141,11 @@ def test_deliveries_arriving_during_a_write_share_the_next_job(tmp_path: Path) -
     assert len(pool.jobs) == 1  # the others wait for it
     pool.finish()
     assert [a.info.uid for a in results] == [1]
-    assert len(pool.jobs) == 1 and len(pool.jobs[0][1][1]) == 3  # one job for all three
+    assert len(pool.jobs[0][1][1]) == 3  # one job for all three
     pool.finish()
     assert [a.info.uid for a in results] == [1, 2, 3, 4]
+    while pool.jobs:
+        pool.finish(make_spares)
     assert sorted(os.listdir(tmp_path / "new")) == [f"{n}.base" for n in (1, 2, 3, 4)]
     assert (tmp_path / "new" / "3.base").read_bytes() == message(3)
     assert (tmp_path / "new" / "3.base").stat().st_mtime == when.timestamp()
@@ -144,7 +159,7 @@ def test_deliveries_arriving_during_a_write_share_the_next_job(tmp_path: Path) -
 
 def test_a_message_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
     folder, pool = inbox(tmp_path), HeldPool()
-    queue = DeliveryQueue(folder, pool, lambda events: None)
+    queue = DeliveryQueue(folder, pool, lambda events: None, Names())
     when = datetime(2026, 1, 2, tzinfo=UTC)
     (tmp_path / "tmp" / "2.base").write_bytes(b"someone else's")  # O_EXCL refuses it
     results: list[object] = []
@@ -152,11 +167,49 @@ def test_a_message_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
         queue.add(f"{n}.base", message(n), when).addBoth(results.append)
     pool.finish()
     pool.finish()
+    pool.finish(make_spares)
     assert isinstance(results[0], Appended)
     assert isinstance(results[1], Failure) and results[1].check(TemporaryFailure)
     assert isinstance(results[2], Appended)
     assert [r.info.uid for r in results if isinstance(r, Appended)] == [1, 2]
     assert sorted(os.listdir(tmp_path / "new")) == ["1.base", "3.base"]
+
+
+def test_deliveries_write_into_spare_files_made_ahead(tmp_path: Path) -> None:
+    folder, pool = inbox(tmp_path), HeldPool()
+    queue = DeliveryQueue(folder, pool, lambda events: None, Names())
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def deliver(n: int) -> str | None:
+        queue.add(f"{n}.base", message(n), when)
+        [item] = pool.finish()[1]
+        assert (tmp_path / "new" / f"{n}.base").read_bytes() == message(n)
+        spare: str | None = item[3]
+        return spare
+
+    assert deliver(1) is None  # nothing made ahead yet: this one makes its own file
+    made = pool.finish(make_spares)[1]
+    assert len(made) == 8
+    assert sorted(os.listdir(tmp_path / "tmp")) == sorted(made)
+    assert all((tmp_path / "tmp" / name).read_bytes() == b"" for name in made)
+    used = [deliver(n) for n in (2, 3, 4)]
+    assert not pool.jobs  # topped up only once half are used
+    used.append(deliver(5))
+    assert set(used) <= set(made) and len(set(used)) == 4
+    assert len(pool.finish(make_spares)[1]) == 4
+    assert len(os.listdir(tmp_path / "tmp")) == 8
+    # A spare cleaned away by someone else: the delivery makes its own file.
+    for name in os.listdir(tmp_path / "tmp"):
+        os.unlink(tmp_path / "tmp" / name)
+    assert deliver(6) is not None
+    # Closing takes the spares away, also those still being made.
+    for n in (7, 8, 9):
+        deliver(n)
+    assert pool.jobs[0][0] is make_spares
+    queue.close()
+    pool.finish(make_spares)
+    assert os.listdir(tmp_path / "tmp") == []
+    assert len(os.listdir(tmp_path / "new")) == 9
 
 
 def test_a_failed_directory_fsync_takes_every_file_of_the_job_back(tmp_path: Path) -> None:
@@ -165,7 +218,9 @@ def test_a_failed_directory_fsync_takes_every_file_of_the_job_back(tmp_path: Pat
     def broken(path: str) -> None:
         raise OSError(5, "Input/output error")
 
-    items = [(f"{n}.base", message(n), 1700000000) for n in range(3)]
+    items: list[tuple[str, bytes, int, str | None]] = [
+        (f"{n}.base", message(n), 1700000000, None) for n in range(3)
+    ]
     outcomes = write_batch(str(tmp_path), items, broken)
     assert all(isinstance(o, OSError) for o in outcomes)
     assert os.listdir(tmp_path / "new") == []
@@ -184,7 +239,8 @@ async def test_concurrent_deliveries_are_durable_with_distinct_ascending_uids(st
     uids = [a.info.uid for a in appended]
     assert sorted(uids) == list(range(1, 61))
     assert len(os.listdir(root / "new")) == 60
-    assert os.listdir(root / "tmp") == []
+    for spare in os.listdir(root / "tmp"):  # only empty files made ahead
+        assert (root / "tmp" / spare).stat().st_size == 0
     for n, a in enumerate(appended):
         assert await account.fetch(INBOX, a.info.uid) == message(n)
     # A fresh process sees the same UIDs for the same files.

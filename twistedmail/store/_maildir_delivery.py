@@ -13,6 +13,11 @@ delivery fires.  Whatever arrives while a job runs is the next job, so a
 lone delivery starts at once and waits for nobody (what Postfix and
 Dovecot do with their queue and index commits).
 
+Each queue also keeps a few empty files in ``tmp/``, made in the pool
+between jobs, for deliveries to write into: allocating a new inode is the
+slowest step of a delivery on some filesystems, and this takes it out of
+the time between a message's end and its ``250`` (`make_spares`).
+
 The contract is the same as one message at a time: a delivery fires only
 when its file and the directory are fsync'd and its UID is in the index;
 one that fails leaves no file behind.
@@ -33,7 +38,7 @@ from twisted.python.failure import Failure
 
 from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
 from twistedmail.model import Appended, ChangeEvent
-from twistedmail.store._maildir_files import fsync_dir, write_tmp
+from twistedmail.store._maildir_files import fsync_dir, make_spares, remove_spares, write_tmp
 from twistedmail.store._maildir_folder import Folder, Placed
 
 log = Logger()
@@ -41,6 +46,10 @@ log = Logger()
 #: One job writes at most this many messages (or bytes): the rest is the next job.
 _MAX_BATCH = 64
 _MAX_BATCH_BYTES = 8 * 1024 * 1024
+#: Empty tmp/ files kept ready: twice the largest batch, within these
+#: bounds, made in one go once half of them are used.
+_MIN_SPARES = 8
+_MAX_SPARES = 32
 
 
 @dataclass(slots=True)
@@ -53,12 +62,13 @@ class _Delivery:
 
 def write_batch(
     folder: str,
-    items: list[tuple[str, bytes, int]],
+    items: list[tuple[str, bytes, int, str | None]],
     fsync_new: Callable[[str], None] = fsync_dir,
 ) -> list[OSError | None]:
     """
-    In a pool thread: every ``(base, data, mtime)`` written into ``tmp/``,
-    fsync'd and renamed into ``new/``, then one fsync of ``new/`` for all.
+    In a pool thread: every ``(base, data, mtime, spare)`` written into
+    ``tmp/`` (into the ``spare`` file if given, see `make_spares`), fsync'd
+    and renamed into ``new/`` as ``base``, then one fsync of ``new/`` for all.
 
     Returns one outcome per item: None (durable) or the error that stopped
     it, in which case nothing of it remains on disk.
@@ -66,9 +76,9 @@ def write_batch(
     new = os.path.join(folder, "new")
     outcomes: list[OSError | None] = []
     placed: list[str] = []
-    for base, data, mtime in items:
+    for base, data, mtime, spare in items:
         try:
-            tmp = write_tmp(folder, base, data, mtime)
+            tmp = write_tmp(folder, base, data, mtime, spare)
         except OSError as e:
             outcomes.append(e)
             continue
@@ -109,12 +119,18 @@ class DeliveryQueue:
         folder: Folder,
         thread: Callable[..., Deferred[Any]],
         emit: Callable[[Iterable[ChangeEvent]], None],
+        temporary_name: Callable[[], str],
     ) -> None:
         self._folder = folder
         self._thread = thread
         self._emit = emit
+        self._temporary_name = temporary_name
         self._waiting: list[_Delivery] = []
         self._running = False
+        self._spares: list[str] = []
+        self._wanted = _MIN_SPARES
+        self._preparing = False
+        self._closed = False
 
     def add(self, base: str, data: bytes, when: datetime) -> Deferred[Appended]:
         """Fires with the message's UID once it is durable (see the module doc)."""
@@ -132,7 +148,12 @@ class DeliveryQueue:
             batch.append(item)
             size += len(item.data)
         self._running = True
-        items = [(d.base, d.data, int(d.when.timestamp())) for d in batch]
+        self._wanted = max(self._wanted, min(_MAX_SPARES, 2 * len(batch)))
+        spares = self._spares
+        items = [
+            (d.base, d.data, int(d.when.timestamp()), spares.pop() if spares else None)
+            for d in batch
+        ]
         job: Deferred[list[OSError | None]] = self._thread(write_batch, self._folder.path, items)
         job.addBoth(self._written, batch)
 
@@ -148,11 +169,37 @@ class DeliveryQueue:
         # The next job goes to the disk before this one's senders hear back.
         if self._waiting:
             self._start()
+        self._prepare()
         for delivery, result in zip(batch, results, strict=True):
             if isinstance(result, Appended):
                 delivery.done.callback(result)
             else:
                 delivery.done.errback(result)
+
+    def _prepare(self) -> None:
+        """Top up the spare ``tmp/`` files, in the pool, while nobody waits for them."""
+        missing = self._wanted - len(self._spares)
+        if self._preparing or self._closed or 2 * missing < self._wanted:
+            return
+        self._preparing = True
+        names = [self._temporary_name() for _ in range(missing)]
+        job: Deferred[list[str]] = self._thread(make_spares, self._folder.path, names)
+        job.addBoth(self._prepared)
+
+    def _prepared(self, made: list[str] | Failure) -> None:
+        self._preparing = False
+        if isinstance(made, Failure):
+            return  # deliveries make their own files meanwhile
+        if self._closed:
+            remove_spares(self._folder.path, made)
+        else:
+            self._spares.extend(made)
+
+    def close(self) -> None:
+        """Take the spare files away again (the folder is closed or deleted)."""
+        self._closed = True
+        remove_spares(self._folder.path, self._spares)
+        self._spares.clear()
 
     def _commit(
         self, outcomes: list[OSError | None] | Failure, batch: list[_Delivery]

@@ -8,6 +8,7 @@ bookkeeping, which stays on the reactor thread.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -41,11 +42,26 @@ class UniqueNames:
             f".{self._host},S={size}"
         )
 
+    def temporary(self, now: float) -> str:
+        """A unique name for a file in ``tmp/`` whose size is not known yet."""
+        return self.base(now, 0).rpartition(",S=")[0]
 
-def write_tmp(folder: str, base: str, data: bytes, mtime: int) -> str:
-    """Write ``data`` into ``tmp/``, fsync it, stamp the internal date; return the path."""
-    path = os.path.join(folder, "tmp", base)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+def write_tmp(folder: str, base: str, data: bytes, mtime: int, spare: str | None = None) -> str:
+    """
+    Write ``data`` into ``tmp/``, fsync it, stamp the internal date; return the path.
+
+    ``spare`` names an empty file we made in ``tmp/`` beforehand
+    (`make_spares`) to write into instead of creating ``base`` there.
+    """
+    fd = -1
+    if spare is not None:
+        path = os.path.join(folder, "tmp", spare)
+        with contextlib.suppress(FileNotFoundError):  # cleaned away: make one
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    if fd < 0:
+        path = os.path.join(folder, "tmp", base)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -61,6 +77,38 @@ def write_tmp(folder: str, base: str, data: bytes, mtime: int) -> str:
         raise
     os.close(fd)
     return path
+
+
+def make_spares(folder: str, names: list[str]) -> list[str]:
+    """
+    Make empty files in ``tmp/`` for deliveries to come; return those made.
+
+    Allocating a new inode is the slowest step of a delivery on some disks
+    (about 170 us on the benchmark machine's ext4, more than the rename and
+    the directory fsync together), and doing it ahead, off the path between
+    a message's end and its ``250``, takes it out of the wait.  To other
+    programs these are deliveries in progress; left behind by a crash they
+    are cleaned up like any stale ``tmp/`` file (the maildir spec's 36 hours).
+    """
+    made = []
+    for name in names:
+        try:
+            fd = os.open(
+                os.path.join(folder, "tmp", name),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                0o600,
+            )
+        except OSError:
+            break  # the delivery makes its own file then
+        os.close(fd)
+        made.append(name)
+    return made
+
+
+def remove_spares(folder: str, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, "tmp", name))
 
 
 def fsync_dir(path: str) -> None:

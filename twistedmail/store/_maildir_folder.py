@@ -131,6 +131,8 @@ class Folder:
         return found
 
     def close(self) -> None:
+        if self.deliveries is not None:
+            self.deliveries.close()
         self.lock.close()
 
     # --- reading the cache -----------------------------------------------------------

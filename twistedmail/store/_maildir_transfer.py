@@ -64,7 +64,9 @@ class Transfer:
         """
         queue = folder.deliveries
         if queue is None:
-            queue = folder.deliveries = DeliveryQueue(folder, self._in_thread, self._emit)
+            queue = folder.deliveries = DeliveryQueue(
+                folder, self._in_thread, self._emit, lambda: self._names.temporary(self._now())
+            )
         return queue.add(self._names.base(self._now(), len(data)), data, when)
 
     async def store(
