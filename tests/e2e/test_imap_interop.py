@@ -74,6 +74,9 @@ def host(
         if made.imap_port is None:
             pytest.skip("this daemon has no IMAP listener yet")
         yield made
+        made.stop()
+        log = made.log()
+        assert "Traceback" not in log and "Unhandled" not in log, log
     finally:
         if made.daemon is not None:
             made.daemon.kill()
