@@ -78,6 +78,11 @@ def _split_path(text: str, syntax: Reply) -> tuple[str, str]:
         if not path:
             raise ParamError(syntax)
         return path, rest
+    if '"' not in text:  # no quoted local part: the first ">" ends the path
+        end = text.find(">")
+        if end < 0 or (end + 1 < len(text) and text[end + 1] != " "):
+            raise ParamError(syntax)
+        return text[1:end], text[end + 1 :]
     quoted = escaped = False
     for i in range(1, len(text)):
         c = text[i]
