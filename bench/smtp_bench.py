@@ -359,7 +359,7 @@ def main() -> None:
         runs: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
         for _ in range(args.repeat):
             for name, python, check in servers:
-                profile = args.profile if name == "ours" else None
+                profile = f"{args.profile}.{name}" if args.profile and name != "aiosmtpd" else None
                 runs[name].append(run_child(python, name, s, k, n, size, check, profile))
         for name in runs:
             results[name].append(best(runs[name]))
