@@ -6,16 +6,22 @@ machinery (the service tree, the factories) is what is under test.
 
 from __future__ import annotations
 
+import base64
+import email.policy
 import imaplib
 import ssl
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from twistedmail.accounts import Accounts, make_portal
+from twistedmail.http.compose import build, draft_from_json
+from twistedmail.http.errors import ApiError
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.store.memory import MemoryStore
 from twistedmail.tls import self_signed_paths, server_tls_options
@@ -77,3 +83,56 @@ async def test_imap_session_that_did_starttls_is_forgotten_when_it_closes(tmp_pa
         assert done == [None]
     finally:
         await port.stopListening()
+
+
+# --- HTTP send: header text ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "breaker", ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"]
+)
+def test_send_subject_with_any_line_break_is_a_400_not_a_500(breaker: str) -> None:
+    """The email package takes all of these for line ends and raises on them."""
+    body = {"from": ALICE, "to": [ALICE], "subject": f"a{breaker}X-Injected: 1", "text": "x"}
+    with pytest.raises(ApiError) as info:
+        draft_from_json(body)
+    assert info.value.status == 400
+    to = dict(body, subject="ok", to=[f'"a{breaker}X-Injected: 1" <{ALICE}>'])
+    with pytest.raises(ApiError):
+        draft_from_json(to)
+
+
+@pytest.mark.parametrize("breaker", ["\r\n", "\x85", "\u2028"])
+def test_attachment_file_name_and_type_with_line_breaks_never_break_the_message(
+    breaker: str,
+) -> None:
+    data = base64.b64encode(b"data").decode()
+    draft = draft_from_json(
+        {
+            "from": ALICE,
+            "to": [ALICE],
+            "text": "x",
+            "attachments": [
+                {
+                    "filename": f"a{breaker}X-Injected: 1.txt",
+                    "content_type": "text/plain",
+                    "data": data,
+                },
+                {
+                    "filename": "b.txt",
+                    "content_type": f"text/plain{breaker}X-Injected: 2",
+                    "data": data,
+                },
+            ],
+        }
+    )
+    raw, _ = build(draft, 0.0, HOSTNAME, with_bcc=False)
+    parsed = message_from_bytes(raw, policy=email.policy.default)
+    for part in parsed.walk():
+        assert "X-Injected" not in part
+    assert b"\nX-Injected" not in raw
+    filenames = [part.get_filename() for part in parsed.iter_attachments()]
+    assert filenames == [
+        "a X-Injected: 1.txt" if breaker != "\r\n" else "a  X-Injected: 1.txt",
+        "b.txt",
+    ]

@@ -13,6 +13,7 @@ import binascii
 import email.policy
 import email.utils
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -144,9 +145,18 @@ def _text(body: dict[str, Any], name: str, prefix: str | None = None) -> str | N
     return value
 
 
+def _breaks_lines(text: str) -> bool:
+    """
+    True for any control character but tab, and for U+2028/U+2029: the
+    ``email`` package treats all of them as line ends and refuses them in a
+    header (a ValueError, which would be a 500 rather than a 400).
+    """
+    return any(c != "\t" and unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
 def _header_text(body: dict[str, Any], name: str) -> str | None:
     value = _text(body, name)
-    if value is not None and ("\r" in value or "\n" in value or "\0" in value):
+    if value is not None and _breaks_lines(value):
         raise ApiError.bad(name, f"{name} must be one line")
     return value
 
@@ -161,7 +171,7 @@ def _address(text: Any, label: str) -> Mailbox:
         display, _, address = text[:-1].rpartition("<")
         display = display.strip().strip('"').strip()
     try:
-        if any(c in text for c in "\r\n\0") or any(c in address for c in "<>,; "):
+        if _breaks_lines(text) or any(c in address for c in "<>,; "):
             raise ValueError(text)
         parse_address(address)
     except ValueError:
@@ -239,10 +249,12 @@ def build(draft: Draft, now: float, hostname: str, with_bcc: bool) -> tuple[byte
         message.set_content(draft.text or "")
     for attachment in draft.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
-        if not maintype or not subtype or "\n" in attachment.content_type:
+        if not maintype or not subtype or _breaks_lines(attachment.content_type):
             maintype, subtype = "application", "octet-stream"
+        # A browser's file name is taken as given, but never as a line break.
+        filename = "".join(" " if _breaks_lines(c) else c for c in attachment.filename)
         message.add_attachment(
-            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+            attachment.data, maintype=maintype, subtype=subtype, filename=filename
         )
     policy = email.policy.SMTPUTF8 if draft.needs_utf8 else email.policy.SMTP
     return message.as_bytes(policy=policy), message_id
