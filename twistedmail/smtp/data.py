@@ -35,6 +35,16 @@ class DataError(enum.Enum):
     LINE_TOO_LONG = "line too long"
 
 
+# When a message has several faults, the one reported must not depend on how
+# the input happened to be cut into packets: the most serious one wins.
+_SEVERITY = {DataError.TOO_BIG: 0, DataError.LINE_TOO_LONG: 1, DataError.BARE_NEWLINE: 2}
+
+
+def _has_bare_newline(segment: bytes) -> bool:
+    """True if ``segment`` (holding no CRLF) has a CR or LF in it."""
+    return b"\r" in segment or b"\n" in segment
+
+
 _CRLF = b"\r\n"
 _END = b"\r\n.\r\n"
 
@@ -91,8 +101,13 @@ class DataReader:
         if self._in_long_line:
             i = buf.find(_CRLF)
             if i < 0:
-                self._carry = b"\r" if buf.endswith(b"\r") else b""
+                tail_cr = buf.endswith(b"\r")
+                if _has_bare_newline(buf[:-1] if tail_cr else buf):
+                    self._fail(DataError.BARE_NEWLINE)
+                self._carry = b"\r" if tail_cr else b""
                 return None
+            if _has_bare_newline(buf[:i]):
+                self._fail(DataError.BARE_NEWLINE)
             start = i + 2
             self._in_long_line = False
         # `start` is at the beginning of a line from here on.
@@ -115,19 +130,23 @@ class DataReader:
         if len(carry) >= self._max_line:
             # Already too long even if the CRLF comes next: refuse the
             # message, remember only whether a CR may be half of the CRLF.
+            tail_cr = carry.endswith(b"\r")
+            if _has_bare_newline(carry[:-1] if tail_cr else carry):
+                self._fail(DataError.BARE_NEWLINE)
             self._fail(DataError.LINE_TOO_LONG)
             self._in_long_line = True
-            carry = b"\r" if carry.endswith(b"\r") else b""
+            carry = b"\r" if tail_cr else b""
         self._carry = carry
         return None
 
     def _take(self, block: bytes) -> None:
         """Check, unstuff and keep complete lines starting at a line start."""
-        if self.error is not None:
-            return
+        if self.error is DataError.BARE_NEWLINE:
+            return  # nothing can be worse; just find the end
         problem = _lines_ok(block, self._max_line)
         if problem is not None:
             self._fail(problem)
+        if self.error is not None:
             return
         # RFC 5321 §4.5.2: drop the first "." of every line that starts with one.
         if block.startswith(b".") or b"\r\n." in block:
@@ -139,7 +158,7 @@ class DataReader:
         self._parts.append(block)
 
     def _fail(self, error: DataError) -> None:
-        if self.error is None:
+        if self.error is None or _SEVERITY[error] > _SEVERITY[self.error]:
             self.error = error
         self._parts = []
 
