@@ -246,12 +246,13 @@ class Folder:
     def _list(self, subdir: str) -> set[str]:
         """The message file names in ``subdir``."""
         # Hidden files are not mail; a line break would break the index's
-        # line format (and no maildir writer makes one).
-        return {
-            name
-            for name in self._listdir(os.path.join(self.path, subdir))
-            if not name.startswith(".") and "\n" not in name
-        }
+        # line format (and no maildir writer makes one).  Both are rare, so
+        # one C-level look at all names decides whether to filter at all.
+        names = self._listdir(os.path.join(self.path, subdir))
+        joined = "/".join(names)  # "/" cannot occur in a file name
+        if "\n" not in joined and "/." not in joined and not joined.startswith("."):
+            return set(names)
+        return {name for name in names if not name.startswith(".") and "\n" not in name}
 
     def _only_added(self, fresh: dict[str, set[str]]) -> list[ChangeEvent] | None:
         """
