@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import email.policy
 import imaplib
+import os
 import ssl
+import stat
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from twistedmail.accounts import Accounts, make_portal
+from twistedmail.config import load_config
 from twistedmail.http.compose import build, draft_from_json
 from twistedmail.http.errors import ApiError
 from twistedmail.imap.server import IMAPFactory, ImapSettings
+from twistedmail.service import PROTOCOLS, make_service
 from twistedmail.store.memory import MemoryStore
 from twistedmail.tls import self_signed_paths, server_tls_options
 
@@ -136,3 +140,30 @@ def test_attachment_file_name_and_type_with_line_breaks_never_break_the_message(
         "a X-Injected: 1.txt" if breaker != "\r\n" else "a  X-Injected: 1.txt",
         "b.txt",
     ]
+
+
+# --- Files ------------------------------------------------------------------------------------
+
+
+def test_first_user_add_makes_a_private_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    accounts = Accounts.in_data_dir(str(data), scrypt_n=2)
+    try:
+        accounts.add_user(ALICE, PASSWORD)
+    finally:
+        accounts.close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "accounts.json").stat().st_mode) == 0o600
+
+
+def test_daemon_makes_an_existing_open_data_dir_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    overrides = {"server.data_dir": str(data), "server.storage": "memory"}
+    overrides |= {f"listeners.{role}": "none" for role in PROTOCOLS}
+    make_service(load_config(None, overrides), _reactor())
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    key = data / "tls" / "selfsigned.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700

@@ -413,7 +413,9 @@ class Accounts:
         process a moment ago is the base of ours, never overwritten.
         """
         directory = os.path.dirname(self.path)
-        os.makedirs(directory, exist_ok=True)
+        # The first ``user add`` may make the data directory: owner only,
+        # as the daemon makes it (it holds every password hash).
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         with self._locked():
             with self._mutex:
                 try:

@@ -385,7 +385,37 @@ def _make_data_dir(config: Config) -> str:
         ) from None
     if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
         raise ConfigError(f"[server] data_dir: {data_dir} is not writable")
+    _make_private(data_dir)
     return data_dir
+
+
+def _make_private(data_dir: str) -> None:
+    """
+    The data directory holds the password hashes, the TLS key, the queue and
+    every mailbox: owner only.  makedirs' mode does not apply to a directory
+    that already exists (made by ``mkdir``, or under another umask), so
+    narrow it here; one we do not own is left alone, with a warning.
+    """
+    mode = os.stat(data_dir).st_mode & 0o777
+    if mode & 0o077 == 0:
+        return
+    try:
+        os.chmod(data_dir, mode & 0o700)
+    except OSError as e:
+        log.warn(
+            "The data directory {path} is open to others (mode {mode:o}) and cannot be "
+            "made private: {error}",
+            path=data_dir,
+            mode=mode,
+            error=e.strerror or str(e),
+        )
+        return
+    log.info(
+        "Made the data directory {path} private (mode {old:o} -> {new:o})",
+        path=data_dir,
+        old=mode,
+        new=mode & 0o700,
+    )
 
 
 def _listener(
