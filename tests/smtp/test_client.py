@@ -18,6 +18,7 @@ from twistedmail.smtp.client import (
     Reply,
     SMTPClientError,
     SMTPClientProtocol,
+    SMTPConnection,
     TLSPolicy,
     Transaction,
     TransactionResult,
@@ -322,3 +323,60 @@ def test_flow_control_waits_for_the_transport_and_times_out() -> None:
     w2.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
     w2.clock.advance(181)
     assert w2.error().reply.enhanced == "4.4.2"
+
+
+def _reused_connection(ehlo: bytes) -> tuple[StringTransport, SMTPClientProtocol, list[object]]:
+    """An SMTPConnection that has carried one message; returns what a second send gives."""
+    clock = Clock()
+    proto = SMTPClientProtocol(clock)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    opened: list[SMTPConnection] = []
+    Deferred.fromCoroutine(SMTPConnection.start(proto, OPTIONS)).addCallback(opened.append)
+    proto.dataReceived(b"220 hamburger.edu ESMTP\r\n" + ehlo)
+    (connection,) = opened
+    first: list[object] = []
+    Deferred.fromCoroutine(connection.send(txn("a@hamburger.edu"))).addBoth(first.append)
+    proto.dataReceived(
+        b"250 ok\r\n250 ok\r\n354 go\r\n" if b"PIPELINING" in ehlo else b"250 ok\r\n"
+    )
+    if b"PIPELINING" not in ehlo:
+        proto.dataReceived(b"250 ok\r\n")
+        proto.dataReceived(b"354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    assert len(first) == 1 and isinstance(first[0], TransactionResult)
+    transport.clear()
+    second: list[object] = []
+    Deferred.fromCoroutine(connection.send(txn("b@hamburger.edu"))).addBoth(second.append)
+    return transport, proto, second
+
+
+def test_reused_connection_pipelines_rset_with_the_next_mail() -> None:
+    """RFC 2920 §3.1: RSET may appear anywhere in a group, so it costs no round trip."""
+    transport, proto, second = _reused_connection(EHLO_PIPE)
+    assert transport.value() == (
+        b"RSET\r\nMAIL FROM:<alice@crepes.fr> SIZE=22\r\nRCPT TO:<b@hamburger.edu>\r\nDATA\r\n"
+    )
+    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    (result,) = second
+    assert isinstance(result, TransactionResult) and result.recipients[0].delivered
+
+
+def test_a_refused_rset_is_a_reconnect_not_a_result() -> None:
+    """A 421 to the pipelined RSET: the body is never sent, the caller reconnects."""
+    transport, proto, second = _reused_connection(EHLO_PIPE)
+    transport.clear()
+    proto.dataReceived(b"421 4.4.2 idle too long\r\n")
+    (failure,) = second
+    assert isinstance(failure, Failure) and isinstance(failure.value, SMTPClientError)
+    assert failure.value.stage == "RSET" and transport.value() == b""
+    assert transport.disconnecting
+
+
+def test_reused_connection_without_pipelining_resets_first() -> None:
+    transport, proto, _ = _reused_connection(b"250 hamburger.edu\r\n")
+    assert transport.value() == b"RSET\r\n"
+    transport.clear()
+    proto.dataReceived(b"250 reset\r\n")
+    assert transport.value() == b"MAIL FROM:<alice@crepes.fr>\r\n"

@@ -587,7 +587,14 @@ class _Session:
             ), False
         return None, needs_utf8
 
-    async def transaction(self, txn: Transaction) -> TransactionResult:
+    async def transaction(self, txn: Transaction, rset: bool = False) -> TransactionResult:
+        """
+        :param rset: start with RSET (a reused connection); with PIPELINING
+            it goes in the same group as MAIL, saving a round trip per
+            message (RFC 2920 §3.1 lets RSET appear anywhere in a group).
+        :raises SMTPClientError: stage ``"RSET"`` when RSET failed (nothing
+            of this transaction can have been delivered).
+        """
         doom, utf8 = self.precheck(txn)
         if doom is not None:
             return self._all(txn, doom)
@@ -596,7 +603,9 @@ class _Session:
         rcpts = [self.rcpt_command(r) for r in txn.recipients]
         if "PIPELINING" in self.extensions:
             # RFC 2920 §3.1: MAIL, every RCPT and DATA in one group.
-            self.proto.send(mail, *rcpts, b"DATA")
+            self.proto.send(*([b"RSET"] if rset else []), mail, *rcpts, b"DATA")
+            if rset:
+                await self._rset_reply()
             mail_reply = await self.proto.next_reply(timeouts.command, "MAIL")
             rcpt_replies = [await self.proto.next_reply(timeouts.command, "RCPT") for _ in rcpts]
             data_reply = await self.proto.next_reply(timeouts.data_init, "DATA")
@@ -609,6 +618,9 @@ class _Session:
                     await self.command(b".", "DATA end", timeouts.data_end)
                 return self._results(txn, rcpt_replies, None)
         else:
+            if rset:
+                self.proto.send(b"RSET")
+                await self._rset_reply()
             mail_reply = await self.command(mail, "MAIL")
             if not mail_reply.positive:
                 return self._all(txn, mail_reply)
@@ -622,6 +634,15 @@ class _Session:
         await self.proto.write_body(stuff(txn.message), timeouts.data_block)
         final = await self.proto.next_reply(timeouts.data_end, "end of data")
         return self._results(txn, rcpt_replies, final)
+
+    async def _rset_reply(self) -> None:
+        try:
+            reply = await self.proto.next_reply(self.options.timeouts.command, "RSET")
+        except Exception as err:
+            # The connection died while idle: the body was never sent.
+            raise SMTPClientError(_session_error(err, "RSET").reply, "RSET") from err
+        if not reply.positive:
+            raise SMTPClientError(reply, "RSET")
 
     def _all(self, txn: Transaction, reply: Reply) -> TransactionResult:
         results = tuple(RecipientResult(r.address, reply) for r in txn.recipients)
@@ -711,18 +732,11 @@ class SMTPConnection:
         :raises SMTPClientError: stage ``"RSET"`` when a reused connection
             turned out dead before anything was sent (just reconnect).
         """
-        stage = "transaction"
         try:
-            if self.transactions:
-                stage = "RSET"
-                reply = await self._session.command(b"RSET", "RSET")
-                if not reply.positive:
-                    raise SMTPClientError(reply, "RSET")
-                stage = "transaction"
-            result = await self._session.transaction(txn)
+            result = await self._session.transaction(txn, rset=self.transactions > 0)
         except Exception as err:
             self.proto.close()
-            raise _session_error(err, stage) from err
+            raise _session_error(err, "transaction") from err
         self.transactions += 1
         return result
 
