@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.policy
 import imaplib
+import json
 import os
 import ssl
 import stat
@@ -26,6 +27,7 @@ from twistedmail.config import load_config
 from twistedmail.http.compose import build, draft_from_json
 from twistedmail.http.errors import ApiError
 from twistedmail.imap.server import IMAPFactory, ImapSettings
+from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
 from twistedmail.service import PROTOCOLS, make_service
 from twistedmail.store.memory import MemoryStore
 from twistedmail.tls import self_signed_paths, server_tls_options
@@ -167,3 +169,100 @@ def test_daemon_makes_an_existing_open_data_dir_private(tmp_path: Path) -> None:
     key = data / "tls" / "selfsigned.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+
+
+# --- Accounts: user names and resolution ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x@example.test",
+        '"/../../x"@example.test',
+        '"../x"@example.test',
+        "a/b@example.test",
+        '"a\\\\b"@example.test',
+        '"x\\\x00"@example.test',
+        '"x\ny"@example.test',
+        '"x\ry"@example.test',
+        "x@../example.test",
+        "x@example.test/..",
+        ".x@example.test",
+        "x@[127.0.0.1]",
+        "\uff0e\uff0e\uff0fx@example.test",  # full-width "../"
+    ],
+)
+def test_a_user_that_could_escape_the_mail_directory_is_never_created(
+    tmp_path: Path, name: str
+) -> None:
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    try:
+        with pytest.raises(AccountsError):
+            accounts.add_user(name, PASSWORD)
+        assert accounts.users() == []
+    finally:
+        accounts.close()
+
+
+def test_one_canonical_user_however_the_name_is_typed(tmp_path: Path) -> None:
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    try:
+        accounts.add_user("\u00e9mile@example.test", PASSWORD)  # precomposed é
+        for twin in (
+            "e\u0301mile@example.test",  # e + combining acute
+            "\u00c9MILE@EXAMPLE.TEST",
+            "E\u0301mile@Example.Test",
+            "\uff45\u0301mile@example.test",  # full-width e
+            '"\u00e9mile"@example.test',
+        ):
+            assert accounts.canonical_user(twin) == "\u00e9mile@example.test", twin
+            assert accounts.resolve(twin) == ("\u00e9mile@example.test",), twin
+            with pytest.raises(AccountsError, match="already exists"):
+                accounts.add_user(twin, PASSWORD)
+        accounts.add_user("\u212aate@example.test", PASSWORD)  # Kelvin sign
+        assert accounts.canonical_user("kate@example.test") == "kate@example.test"
+        assert accounts.users() == ["kate@example.test", "\u00e9mile@example.test"]
+    finally:
+        accounts.close()
+
+
+def test_alias_names_with_control_characters_are_refused(tmp_path: Path) -> None:
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    try:
+        accounts.add_user(ALICE, PASSWORD)
+        with pytest.raises(AccountsError):
+            accounts.add_alias('"x\r\nX-Injected: 1"@example.test', [ALICE])
+        assert accounts.aliases() == {}
+    finally:
+        accounts.close()
+
+
+def test_hand_made_alias_loops_and_remote_targets_never_relay(tmp_path: Path) -> None:
+    """
+    The CLI refuses loops and remote targets, but the file is JSON an admin
+    may edit: resolving must still end, and only ever name local users.
+    """
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    accounts.add_user(ALICE, PASSWORD)
+    accounts.add_domain("loop.test")
+    accounts.close()
+    path = tmp_path / "accounts.json"
+    data = json.loads(path.read_text())
+    data["aliases"] = {
+        "a@loop.test": ["b@loop.test", "victim@remote.test"],
+        "b@loop.test": ["a@loop.test"],
+        "self@loop.test": ["self@loop.test"],
+        "mixed@loop.test": ["a@loop.test", ALICE],
+    }
+    data["catch_all"] = {"loop.test": "victim@remote.test"}
+    path.write_text(json.dumps(data))
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    try:
+        for address in ("a@loop.test", "b@loop.test", "self@loop.test", "nobody@loop.test"):
+            with pytest.raises(NoSuchUser):
+                accounts.resolve(address)
+        assert accounts.resolve("mixed@loop.test") == (ALICE,)
+        with pytest.raises(RelayDenied):
+            accounts.resolve("victim@remote.test")
+    finally:
+        accounts.close()

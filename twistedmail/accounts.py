@@ -120,7 +120,10 @@ def parse_address(address: str) -> tuple[str, str]:
     :raises ValueError: the address is malformed.
     """
     parsed = Address.parse(address)
-    local = _unquote(parsed.local)
+    # One user per name however it is typed: compatibility forms (full-width
+    # letters, the Kelvin sign) and decomposed accents fold to one spelling,
+    # as the PRECIS username profile (RFC 8265 §3.4) and UTS #46 do.
+    local = _unquote(unicodedata.normalize("NFKC", parsed.local))
     # RFC 5321 §4.1.2: "@" is not atext, so only a quoted local part has one.
     if "@" in local and not (local.startswith('"') and local.endswith('"')):
         raise ValueError(f"bad local part in address: {address!r}")
@@ -128,10 +131,10 @@ def parse_address(address: str) -> tuple[str, str]:
         # An address literal (RFC 5321 §4.1.3): valid, but never a local domain.
         return local.lower(), parsed.domain
     try:
-        domain = normalize_domain(parsed.domain)
+        domain = normalize_domain(unicodedata.normalize("NFKC", parsed.domain))
     except AccountsError:
         raise ValueError(f"bad domain in address: {address!r}") from None
-    return local.lower(), domain
+    return unicodedata.normalize("NFC", local.lower()), domain
 
 
 def normalize_address(address: str) -> str:
@@ -452,6 +455,7 @@ class Accounts:
     def add_user(self, email: str, password: str) -> None:
         """Add a user (and its domain as a local domain)."""
         user = normalize_address(email)
+        _check_user_name(user)
         _check_password_text(password)
         hashed = hash_password(password, self.scrypt_n)
 
@@ -503,6 +507,8 @@ class Accounts:
         becomes local.  A target that would make a loop is refused.
         """
         name = normalize_address(alias)
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            raise AccountsError(f"{name!r} cannot be an alias: it has a control character.")
         wanted = [normalize_address(t) for t in targets]
         if not wanted:
             raise AccountsError(f"Alias {name} needs at least one target.")
@@ -589,6 +595,21 @@ class Accounts:
 
         self._change(edit)
         log.info("Set the catch-all of {domain}", domain=name)
+
+
+def _check_user_name(user: str) -> None:
+    """
+    A user's name becomes a directory under ``mail/`` and appears in logs and
+    protocol replies: no path separator (``/``, ``\\``), no control
+    character, whatever quoting the address used (RFC 5321 §4.1.2 lets a
+    quoted local part hold them), so no user exists that a store would have
+    to refuse as a path.
+    """
+    local = _split(user)[0]
+    if any(c in "/\\" or unicodedata.category(c) == "Cc" for c in local):
+        raise AccountsError(
+            f"{user!r} cannot be a user: no '/', '\\' or control characters in its name."
+        )
 
 
 def _check_password_text(password: str) -> None:
