@@ -339,6 +339,7 @@ async def test_an_unreadable_entry_backs_off_instead_of_spinning(tmp_path, harne
     h = Harness(tmp_path, {}, retry_schedule=(60,))
     harnesses.append(h)
     h.runner.startService()
+    h.queue.fresh_limit = 0  # read from disk even the first time
     queue_id = h.enqueue("alice@crepes.fr", "alice2@crepes.fr")
     path = h.queue.files.message_path(queue_id)
     os.unlink(path)

@@ -56,6 +56,7 @@ TMP = "tmp"
 CONTROL = "control"
 LOCK = "runner.lock"
 FORMAT_VERSION = 1
+FRESH_LIMIT = 32 * 1024 * 1024
 
 
 class RecipientStatus(enum.Enum):
@@ -504,6 +505,11 @@ class OutboundQueue:
         self._tails: dict[str, Deferred[Any]] = {}
         self._enqueuing: set[str] = set()
         self.commits: GroupCommit[Change] = GroupCommit(self.files.commit, self._in_thread)
+        #: New messages kept for their first attempt, which then need not
+        #: read back what was just written (at most ``fresh_limit`` bytes).
+        self._fresh: dict[str, bytes] = {}
+        self._fresh_bytes = 0
+        self.fresh_limit = FRESH_LIMIT
 
     def _in_thread(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if IReactorThreads.providedBy(self.reactor):
@@ -576,6 +582,9 @@ class OutboundQueue:
                 count=len(entry.recipients),
                 size=entry.size,
             )
+            if self._listeners and self._fresh_bytes + len(message) <= self.fresh_limit:
+                self._fresh[entry.id] = message
+                self._fresh_bytes += len(message)
             for listener in list(self._listeners):
                 try:
                     listener(entry)
@@ -596,10 +605,21 @@ class OutboundQueue:
         return self._serial(entry.id, Change(entry.id, entry))
 
     def remove(self, queue_id: str) -> Deferred[None]:
+        self._take_fresh(queue_id)
         return self._serial(queue_id, Change(queue_id))
 
     def read_message(self, queue_id: str) -> Deferred[bytes]:
+        """The message bytes: from memory the first time after enqueue, else from disk."""
+        message = self._take_fresh(queue_id)
+        if message is not None:
+            return defer.succeed(message)
         return self._in_thread(self.files.read_message, queue_id)
+
+    def _take_fresh(self, queue_id: str) -> bytes | None:
+        message = self._fresh.pop(queue_id, None)
+        if message is not None:
+            self._fresh_bytes -= len(message)
+        return message
 
     def load(self) -> Deferred[list[QueueEntry]]:
         """Every entry on disk, after removing leftovers of a crash."""

@@ -400,6 +400,12 @@ class QueueRunner(Service):
                 log.failure("Local delivery of {id} failed", id=entry.id)
                 reply = Reply.synthetic(451, "4.3.0", "local delivery failed")
             out[rcpt.address] = _from_reply(reply, None)
+        log.info(
+            "{id}: local delivery: {done} of {count} done",
+            id=entry.id,
+            done=sum(o.status is not RecipientStatus.PENDING for o in out.values()),
+            count=len(out),
+        )
         return out
 
     async def _deliver_remote(
@@ -628,9 +634,9 @@ class QueueRunner(Service):
 
     async def _save(self, entry: QueueEntry) -> None:
         if entry.done:
+            # No log line: the session's "settled" line already says so.
             await self.queue.remove(entry.id)
             self._forget(entry.id)
-            log.info("{id}: done", id=entry.id)
             return
         if await self.queue.update(entry):
             self._put(entry)
