@@ -1,0 +1,373 @@
+"""
+An adversarial review of the running daemon, HTTP side: mailbox names in
+URLs, upload limits, header injection through the send API, file names in
+attachment downloads, the web page's handling of message data, CSRF, and
+session tokens and cookies.  Real ``twistd`` subprocess, real requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.daemon_harness import MailHost, parse
+from tests.e2e.security_harness import (
+    ALICE,
+    ALICE_PASSWORD,
+    BOB,
+    BOB_PASSWORD,
+    MAX_UPLOAD,
+    REMOTE,
+    escapes,
+    http_call,
+    http_login,
+    imap_messages,
+    queue_is_empty,
+    security_daemon,
+    smtp_send,
+    wait_for_subject,
+)
+
+
+def test_http_mailbox_names_cannot_escape_the_store(host: MailHost) -> None:
+    http_login(host, ALICE, ALICE_PASSWORD)  # alice's Maildir exists, a target
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    names = [
+        "../evilH1",
+        "../../evilH2",
+        "a/../../evilH3",
+        "/evilH4",
+        "..\\evilH5",
+        "evil\x00H6",
+        "..",
+        ".",
+        "evilH7/..",
+        "evil\r\nH8",
+        "",
+    ]
+    for name in names:
+        status, _, body = http_call(host, "POST", "/api/mailboxes", {"name": name}, token=token)
+        assert status == 400, (name, status, body)
+        status, _, body = http_call(
+            host, "PATCH", "/api/mailboxes/Drafts", {"name": name}, token=token
+        )
+        assert status == 400, (name, status, body)
+    encoded = [
+        "%2e%2e%2fevilH9",
+        "%2E%2E%2F%2E%2E%2FevilH10",
+        "..%2fevilH11",
+        "%2e%2e",
+        "..",
+        "%2e",
+        "%00evilH12",
+        "%5c..%5cevilH13",
+        "%c0%ae%c0%ae%2fevilH14",
+        f"%2e%2e%2f{ALICE}",
+    ]
+    attempts: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("DELETE", "", None),
+        ("PATCH", "", {"name": "evilH15"}),
+        ("GET", "/messages", None),
+        ("GET", "/messages/1/raw", None),
+    ]
+    for segment in encoded:
+        for method, suffix, change in attempts:
+            status, _, reply = http_call(
+                host, method, f"/api/mailboxes/{segment}{suffix}", change, token=token
+            )
+            assert status in (400, 404), (method, segment, suffix, status, reply)
+    for path in [
+        "/../accounts.json",
+        "/%2e%2e/accounts.json",
+        "/app.js/../../accounts.json",
+        "/static/..%2f..%2faccounts.json",
+        "/%2e%2e%2f%2e%2e%2faccounts.json",
+    ]:
+        status, _, reply = http_call(host, "GET", path, token=token)
+        assert status == 404 and b"scrypt" not in reply, path
+    assert escapes(host) == []
+    assert (host.data / "mail" / ALICE).is_dir()
+
+
+def test_http_upload_limit_and_malformed_bodies(host: MailHost) -> None:
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    big = {"from": BOB, "to": [BOB], "subject": "big", "text": "z" * (MAX_UPLOAD + 10)}
+    status, _, body = http_call(host, "POST", "/api/messages", big, token=token)
+    assert status == 413, body
+    for raw in (b"{", b"[" * 100_000, b"\xff\xfe", b'{"from": 1}', b"null"):
+        status, _, body = http_call(
+            host,
+            "POST",
+            "/api/messages",
+            raw,
+            token=token,
+            headers={"Content-Type": "application/json"},
+        )
+        assert status == 400 and b"Traceback" not in body, (raw[:10], status, body)
+    status, _, _ = http_call(host, "GET", "/api/mailboxes", token=token)
+    assert status == 200
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailHost]:
+    yield from security_daemon(tmp_path_factory)
+
+
+# --- Header injection ------------------------------------------------------------------------
+
+
+def _injected(raw: bytes) -> list[str]:
+    """Header fields named X-Injected anywhere in the message, at any depth."""
+    found: list[str] = []
+    for part in parse(raw).walk():
+        found.extend(k for k in part if k.lower() in ("x-injected", "bcc"))
+    found.extend(m.decode() for m in re.findall(rb"(?:^|\n)(X-Injected:[^\r\n]*)", raw))
+    return found
+
+
+def test_http_send_fields_cannot_inject_headers(host: MailHost) -> None:
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    payload = base64.b64encode(b"data").decode()
+    attempts: list[dict[str, Any]] = [
+        {"subject": "inj-subject\r\nX-Injected: subject\r\nBcc: alice@example.test"},
+        {"subject": "inj-subject-lf\nX-Injected: subject"},
+        {"subject": "inj-subject-cr\rX-Injected: subject"},
+        {"subject": "inj-u2028\u2028X-Injected: subject\u0085X-Injected: nel"},
+        {"in_reply_to": "<a@b>\r\nX-Injected: irt", "subject": "inj-irt"},
+        {"references": "<a@b>\r\nX-Injected: refs", "subject": "inj-refs"},
+        {"to": [BOB + "\r\nX-Injected: to"], "subject": "inj-to"},
+        {"to": [f'"Bob\r\nX-Injected: name" <{BOB}>'], "subject": "inj-to-name"},
+        {"to": ['"x\r\nX-Injected: quoted"@other.test'], "subject": "inj-quoted-local"},
+        {"cc": [BOB + "\nX-Injected: cc"], "subject": "inj-cc"},
+        {"from": BOB + "\r\nX-Injected: from", "subject": "inj-from"},
+        {
+            "subject": "inj-attachment",
+            "attachments": [
+                {
+                    "filename": "a\r\nX-Injected: filename.txt",
+                    "content_type": "text/plain",
+                    "data": payload,
+                },
+                {
+                    "filename": "b.txt",
+                    "content_type": "text/plain\r\nX-Injected: type",
+                    "data": payload,
+                },
+                {"filename": 'c"; name="evil.exe', "content_type": "text/plain", "data": payload},
+            ],
+        },
+    ]
+    sent_subjects = []
+    for extra in attempts:
+        body = {"from": BOB, "to": [BOB], "text": "hi"} | extra
+        status, _, reply = http_call(host, "POST", "/api/messages", body, token=token)
+        assert status in (200, 201, 202, 400), (extra, status, reply)
+        assert b"Traceback" not in reply
+        if status != 400:
+            sent_subjects.append(extra["subject"].split("\r")[0].split("\n")[0][:12])
+    mine = imap_messages(host, BOB, BOB_PASSWORD) + imap_messages(host, BOB, BOB_PASSWORD, "Sent")
+    theirs = imap_messages(host, ALICE, ALICE_PASSWORD)
+    for raw in mine + theirs:
+        assert _injected(raw) == [], raw[:600]
+    assert not any(b"inj-" in raw for raw in theirs)
+    assert queue_is_empty(host)
+    # Multipart/form-data: the same fields, and the part's filename.
+    boundary = "----sec"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="from"\r\n\r\n{BOB}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="to"\r\n\r\n{BOB}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="subject"\r\n\r\n'
+        "inj-form\r\nX-Injected: form\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="attachments"; '
+        'filename="f\\"\r\nX-Injected: part.txt"\r\nContent-Type: text/plain\r\n\r\nabc\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    status, _, reply = http_call(
+        host,
+        "POST",
+        "/api/messages",
+        form,
+        token=token,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert status in (201, 202, 400), (status, reply)
+    for raw in imap_messages(host, BOB, BOB_PASSWORD):
+        assert _injected(raw) == [], raw[:600]
+
+
+def test_attachment_download_cannot_inject_response_headers(host: MailHost) -> None:
+    names = [
+        "=?utf-8?q?a=0D=0ASet-Cookie=3A_x=3D1.html?=",
+        'b"; filename="evil.html',
+        'c\\";\r\n\tSet-Cookie: y=2',
+    ]
+    parts = []
+    for n, name in enumerate(names):
+        parts.append(
+            f"--b\r\nContent-Type: text/html\r\n"
+            f'Content-Disposition: attachment; filename="{name}"\r\n\r\n'
+            f"<script>alert({n})</script>\r\n"
+        )
+    parts.append(
+        "--b\r\nContent-Type: text/html\r\n"
+        "Content-Disposition: attachment; filename*=UTF-8''d%0D%0ASet-Cookie%3A%20z%3D3.html\r\n"
+        "\r\n<script>alert(9)</script>\r\n"
+    )
+    message = (
+        f"From: {REMOTE}\r\nTo: {BOB}\r\nSubject: cd-injection\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + "".join(parts) + "--b--\r\n"
+    ).encode()
+    smtp_send(host, [BOB], message)
+    wait_for_subject(host, BOB, BOB_PASSWORD, "cd-injection")
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    status, _, listing = http_call(
+        host, "GET", "/api/mailboxes/INBOX/messages?limit=500", token=token
+    )
+    uid = next(m["uid"] for m in json.loads(listing)["messages"] if m["subject"] == "cd-injection")
+    for index in range(len(names) + 1):
+        status, headers, body = http_call(
+            host, "GET", f"/api/mailboxes/INBOX/messages/{uid}/attachments/{index}", token=token
+        )
+        assert status == 200, (index, body)
+        assert headers.get_all("Set-Cookie") is None
+        (disposition,) = headers.get_all("Content-Disposition") or []
+        assert disposition.startswith('attachment; filename="')
+        ascii_name = disposition.split('filename="', 1)[1].split('"', 1)[0]
+        assert not re.search(r'[\x00-\x1f";\\]', ascii_name), disposition
+        assert "sandbox" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- The web page -----------------------------------------------------------------------------
+
+
+def test_web_page_renders_message_data_as_text(host: MailHost) -> None:
+    script = (Path(__file__).parents[2] / "twistedmail" / "http" / "static" / "app.js").read_text()
+    code = re.sub(r"//[^\n]*|/\*.*?\*/", "", script, flags=re.S)  # comments may name them
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "srcdoc",
+        'setTimeout("',
+        'setInterval("',
+    ):
+        assert sink not in code, sink
+    status, headers, page = http_call(host, "GET", "/")
+    assert status == 200
+    policy = headers["Content-Security-Policy"]
+    script_src = re.search(r"script-src ([^;]*)", policy)
+    assert script_src is not None and "unsafe" not in script_src.group(1), policy
+    assert b"<script>" not in page.replace(b" ", b"").lower() or b"src=" in page
+    hostile = '<img src=x onerror="alert(document.cookie)"><script>alert(1)</script>'
+    message = (
+        f'From: "{hostile}" <evil@remote.test>\r\nTo: {BOB}\r\nSubject: xss {hostile}\r\n\r\nx\r\n'
+    ).encode()
+    smtp_send(host, [BOB], message)
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    status, headers, _listing = http_call(host, "GET", "/api/mailboxes/INBOX/messages", token=token)
+    assert headers["Content-Type"].startswith("application/json")
+    assert "sandbox" in headers["Content-Security-Policy"]
+
+
+# --- CSRF, sessions, cookies ----------------------------------------------------------------------
+
+
+def test_cookie_authenticated_changes_need_json_or_a_custom_header(host: MailHost) -> None:
+    token, _headers = http_login(host, BOB, BOB_PASSWORD)
+    form = b"name=csrf-made"
+    for content_type in (
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        None,
+    ):
+        sent = {"Content-Type": content_type} if content_type else {}
+        status, _, _ = http_call(host, "POST", "/api/mailboxes", form, cookie=token, headers=sent)
+        assert status == 403, content_type
+        status, _, _ = http_call(host, "POST", "/api/messages", form, cookie=token, headers=sent)
+        assert status == 403, content_type
+    for method, path in [
+        ("DELETE", "/api/mailboxes/Junk"),
+        ("DELETE", "/api/session"),
+        ("PATCH", "/api/mailboxes/Junk"),
+        ("DELETE", "/api/mailboxes/INBOX/messages/1"),
+        ("PATCH", "/api/mailboxes/INBOX/messages/1"),
+    ]:
+        status, _, _ = http_call(
+            host, method, path, b"", cookie=token, headers={"Content-Type": "text/plain"}
+        )
+        assert status == 403, (method, path)
+    # Login CSRF: a form cannot log the victim into the attacker's account.
+    status, _, _ = http_call(
+        host,
+        "POST",
+        "/api/session",
+        f"address={BOB}&password={BOB_PASSWORD}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status in (400, 403, 415)
+    # No CORS grant for anyone.
+    for method in ("OPTIONS", "GET"):
+        status, answer, _ = http_call(
+            host,
+            method,
+            "/api/mailboxes",
+            cookie=token,
+            headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"},
+        )
+        assert answer.get("Access-Control-Allow-Origin") is None
+        assert answer.get("Access-Control-Allow-Credentials") is None
+    # The same change with JSON, or with X-Requested-With, is fine.
+    status, _, body = http_call(host, "POST", "/api/mailboxes", {"name": "csrf-ok"}, cookie=token)
+    assert status == 201, body
+    status, _, _ = http_call(
+        host,
+        "DELETE",
+        "/api/mailboxes/csrf-ok",
+        cookie=token,
+        headers={"X-Requested-With": "fetch"},
+    )
+    assert status in (200, 204)
+    assert not (host.maildir(BOB, "csrf-made")).exists()
+
+
+def test_session_tokens_are_random_and_cookies_locked_down(host: MailHost) -> None:
+    tokens = set()
+    for secure in (False, True):
+        for _ in range(2):
+            status, headers, body = http_call(
+                host,
+                "POST",
+                "/api/session",
+                {"address": BOB, "password": BOB_PASSWORD},
+                secure=secure,
+            )
+            assert status == 201
+            token = json.loads(body)["token"]
+            assert re.fullmatch(r"[A-Za-z0-9_-]{43,}", token), token  # >= 256 bits, URL-safe
+            tokens.add(token)
+            (cookie,) = headers.get_all("Set-Cookie") or []
+            attributes = {a.strip().split("=")[0].lower(): a for a in cookie.split(";")}
+            assert cookie.startswith(f"twistedmail_session={token}")
+            assert "httponly" in attributes
+            assert attributes["samesite"].strip().lower() == "samesite=strict"
+            assert attributes["path"].strip() == "Path=/"
+            assert ("secure" in attributes) == secure
+    assert len(tokens) == 4
+    token = tokens.pop()
+    assert http_call(host, "GET", "/api/session", token=token)[0] == 200
+    assert http_call(host, "DELETE", "/api/session", token=token)[0] == 204
+    assert http_call(host, "GET", "/api/session", token=token)[0] == 401
+    for forged in ("", "x", token[:-1], token + "x", "../" + token, "null"):
+        assert http_call(host, "GET", "/api/mailboxes", token=forged)[0] == 401
+        assert http_call(host, "GET", "/api/mailboxes", cookie=forged)[0] == 401
