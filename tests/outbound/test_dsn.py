@@ -141,3 +141,37 @@ def test_notify_rules() -> None:
     success = Recipient("a@x.example", ("SUCCESS",))
     assert dsn.wants(success, dsn.Action.DELIVERED) and dsn.wants(success, dsn.Action.RELAYED)
     assert not dsn.wants(success, dsn.Action.FAILED)
+
+
+def _text_part(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    text: Any = next(iter(msg.iter_parts()))
+    return str(text.get_content())
+
+
+def test_an_expiry_is_not_called_a_permanent_error() -> None:
+    """Status 4.x.x on an expired recipient: the text says temporary failures, and how long."""
+    bob = Recipient("bob@hamburger.edu")
+    env = Envelope("alice@crepes.fr", (bob,))
+    report = dsn.Report(
+        bob,
+        dsn.Action.FAILED,
+        "4.4.1",
+        "delivery time expired; last error: 421 4.4.1 connection failed",
+        expired_after=5 * 86400.0,
+    )
+    text = _text_part(make(env, [report]))
+    assert "permanent" not in text
+    assert "temporary failure" in text and "5 days" in text
+
+
+def test_expired_and_permanent_recipients_in_one_dsn_are_told_apart() -> None:
+    bob, carol = Recipient("bob@hamburger.edu"), Recipient("carol@hamburger.edu")
+    env = Envelope("alice@crepes.fr", (bob, carol))
+    reports = [
+        dsn.Report(bob, dsn.Action.FAILED, "4.4.1", "421 4.4.1 down", expired_after=7200.0),
+        dsn.Report(carol, dsn.Action.FAILED, "5.1.1", "550 5.1.1 no such user"),
+    ]
+    text = _text_part(make(env, reports))
+    assert "<bob@hamburger.edu> (temporary failures for 2 hours): 421 4.4.1 down" in text
+    assert "<carol@hamburger.edu> (permanent error): 550 5.1.1 no such user" in text

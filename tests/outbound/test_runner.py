@@ -58,7 +58,7 @@ class Harness:
         self.settings = OutboundSettings(routes=tuple(routes.items()), **settings)
         self.runner = self.make_runner()
 
-    def make_runner(self, resolver: Any = None) -> QueueRunner:
+    def make_runner(self, resolver: Any = None, connect: Any = None) -> QueueRunner:
         return QueueRunner(
             self.queue,
             self.settings,
@@ -68,6 +68,7 @@ class Harness:
             is_local=lambda domain: domain == "crepes.fr",
             deliver_local=self.mail.deliver,
             resolver=resolver if resolver is not None else object(),
+            connect=connect,
         )
 
     def enqueue(self, sender: str, *rcpts: str | Recipient, message: bytes = MESSAGE) -> str:
@@ -169,7 +170,7 @@ async def test_unknown_remote_user_bounces_to_the_local_sender(tmp_path, harness
     assert msg["From"] == "Mail Delivery System <MAILER-DAEMON@crepes.fr>"
     assert fields["Final-Recipient"] == "rfc822; nobody@hamburger.edu"
     assert (fields["Action"], fields["Status"]) == ("failed", "5.1.1")
-    assert fields["Remote-MTA"] == "dns; hamburger.edu"
+    assert fields["Remote-MTA"] == "dns; 127.0.0.1"  # the address reached, not the route key
     assert "550 5.1.1 no such user" in fields["Diagnostic-Code"]
     assert h.queue.files.ids() == []
 
@@ -217,9 +218,11 @@ async def test_delay_warning_then_expiry(tmp_path, harnesses):
     assert h.entry(queue_id).next_attempt == h.entry(queue_id).queued_at + 600
     await h.run(60)  # t=600: expired
     assert h.queue.files.ids() == []
-    _, fields = dsn_fields(h.mail.boxes["alice@crepes.fr"][1][1])
+    msg, fields = dsn_fields(h.mail.boxes["alice@crepes.fr"][1][1])
     assert fields["Action"] == "failed" and fields["Status"] == "4.4.1"
     assert "expired" in fields["Diagnostic-Code"]
+    text = next(iter(msg.iter_parts())).get_content()
+    assert "10 minutes" in text and "temporary failure" in text and "permanent" not in text
 
 
 @pytest_twisted.ensureDeferred
@@ -429,3 +432,81 @@ async def test_smart_host_with_auth_and_required_tls(tmp_path, harnesses):
     (state,) = h2.entry(queue_id).recipients
     assert state.status is RecipientStatus.PENDING
     assert len(sink.received) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_554_greeting_bounces_at_once(tmp_path, harnesses):
+    """RFC 5321 §3.1: 554 at the greeting means no service here; no retrying until expiry."""
+    sink = SinkConfig(greeting=b"554 5.7.1 no mail service for you")
+    port = await listen(_reactor(), sink)
+    h = Harness(tmp_path, {"hamburger.edu": f"tcp:127.0.0.1:{port.getHost().port}"})
+    harnesses.append(h)
+    h.runner.startService()
+    h.enqueue("alice@crepes.fr", "bob@hamburger.edu")
+    await h.run()
+    await port.stopListening()
+    assert h.queue.files.ids() == [] and sink.connections == 1
+    ((_, bounce),) = h.mail.boxes["alice@crepes.fr"]
+    _, fields = dsn_fields(bounce)
+    assert (fields["Action"], fields["Status"]) == ("failed", "5.7.1")
+    assert fields["Remote-MTA"] == "dns; 127.0.0.1"
+    assert "554 5.7.1 no mail service" in fields["Diagnostic-Code"]
+
+
+async def _two_exchangers(tmp_path: Any, harnesses: Any, ports: dict[str, int]) -> Harness:
+    """hamburger.test with mx1 (preference 10) and mx2 (20), dialled at ``ports``."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    records: dict[bytes, list[Any]] = {
+        b"hamburger.test": [
+            dns.Record_MX(10, b"mx1.hamburger.test"),
+            dns.Record_MX(20, b"mx2.hamburger.test"),
+        ],
+        b"mx1.hamburger.test": [dns.Record_A("127.0.0.1")],
+        b"mx2.hamburger.test": [dns.Record_A("127.0.0.1")],
+    }
+    dns_port, resolver = await start_dns(_reactor(), b"test", records)
+    h = Harness(tmp_path, {})
+    h.runner = h.make_runner(
+        resolver, lambda hop: TCP4ClientEndpoint(_reactor(), "127.0.0.1", ports[hop.host])
+    )
+    harnesses.append(h)
+    h.runner.startService()
+    h.dns_port = dns_port  # type: ignore[attr-defined]
+    return h
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_554_greeting_from_one_exchanger_tries_the_next(tmp_path, harnesses):
+    """RFC 5321 §5.1: the refusal is one host's; another exchanger may take the mail."""
+    refusing = SinkConfig(greeting=b"554 5.7.1 not here")
+    willing = SinkConfig()
+    one, two = await listen(_reactor(), refusing), await listen(_reactor(), willing)
+    ports = {"mx1.hamburger.test": one.getHost().port, "mx2.hamburger.test": two.getHost().port}
+    h = await _two_exchangers(tmp_path, harnesses, ports)
+    h.enqueue("alice@crepes.fr", "bob@hamburger.test")
+    await h.run()
+    for port in (one, two, h.dns_port):  # type: ignore[attr-defined]
+        await port.stopListening()
+    assert refusing.connections == 1 and [r.recipients for r in willing.received] == [
+        ["bob@hamburger.test"]
+    ]
+    assert "alice@crepes.fr" not in h.mail.boxes and h.queue.files.ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_554_greeting_with_another_exchanger_down_defers(tmp_path, harnesses):
+    """The first exchanger is unreachable, the second refuses: the first may come back."""
+    refusing = SinkConfig(greeting=b"554 5.7.1 not here")
+    one = await listen(_reactor(), refusing)
+    ports = {"mx1.hamburger.test": await dead_port(), "mx2.hamburger.test": one.getHost().port}
+    h = await _two_exchangers(tmp_path, harnesses, ports)
+    queue_id = h.enqueue("alice@crepes.fr", "bob@hamburger.test")
+    await h.run()
+    for port in (one, h.dns_port):  # type: ignore[attr-defined]
+        await port.stopListening()
+    assert refusing.connections == 1
+    (state,) = h.entry(queue_id).recipients
+    assert state.status is RecipientStatus.PENDING and state.status_code == "4.4.1"
+    assert state.remote is None  # nobody answered: no Remote-MTA to name
+    assert "alice@crepes.fr" not in h.mail.boxes

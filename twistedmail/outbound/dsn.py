@@ -44,6 +44,9 @@ class Report:
     remote_mta: str | None = None
     last_attempt: datetime | None = None
     will_retry_until: datetime | None = None
+    #: Failed because it expired: seconds of temporary failures before we
+    #: gave up (the Status is then the last temporary one, 4.x.x).
+    expired_after: float | None = None
 
 
 def wants(recipient: Recipient, action: str) -> bool:
@@ -89,6 +92,36 @@ _EXPLANATIONS = {
         " you will not hear from it again."
     ),
 }
+
+
+def _duration(seconds: float) -> str:
+    """``5 days``, ``6 hours``, ``10 minutes``: for people, not parsers."""
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= 2 * size:
+            return f"{round(seconds / size, 1):g} {unit}"
+    return f"{round(seconds):d} seconds"
+
+
+def _explanation(action: str, reports: Sequence[Report]) -> tuple[str, dict[int, str]]:
+    """
+    The human part's opening sentence, and a note per report (by index).
+    A failure that is only an expiry must not say "permanent error": its
+    Status is the last temporary one (4.x.x).
+    """
+    expired = [i for i, r in enumerate(reports) if r.expired_after is not None]
+    if action != Action.FAILED or not expired:
+        return _EXPLANATIONS[action], {}
+    longest = _duration(max(reports[i].expired_after or 0.0 for i in expired))
+    if len(expired) == len(reports):
+        return (
+            f"could not be delivered to the recipients below: every attempt for {longest}"
+            " met a temporary failure, and that is as long as we keep trying.",
+            {},
+        )
+    notes = {i: "permanent error" for i in range(len(reports))}
+    for i in expired:
+        notes[i] = f"temporary failures for {_duration(reports[i].expired_after or 0.0)}"
+    return "could not be delivered to the recipients below.", notes
 
 
 def _one_line(text: str, limit: int = 900) -> str:
@@ -138,7 +171,8 @@ def build(
     fields.append(f"Arrival-Date: {format_datetime(arrival)}")
     blocks = ["\r\n".join(fields)]
     lines = []
-    for report in reports:
+    explanation, notes = _explanation(action, reports)
+    for index, report in enumerate(reports):
         final, wide = _address_field(report.recipient.address)
         utf8 = utf8 or wide
         block = [f"Final-Recipient: {final}"]
@@ -158,7 +192,8 @@ def build(
             block.append(f"Will-Retry-Until: {format_datetime(report.will_retry_until)}")
         blocks.append("\r\n".join(block))
         why = f": {_one_line(report.diagnostic, 300)}" if report.diagnostic else ""
-        lines.append(f"<{report.recipient.address}>{why}")
+        note = f" ({notes[index]})" if index in notes else ""
+        lines.append(f"<{report.recipient.address}>{note}{why}")
 
     full = envelope.ret == "FULL" or (envelope.ret is None and len(message) <= FULL_RETURN_LIMIT)
     original = _crlf(message) if full else _crlf(_split_headers(message))
@@ -168,7 +203,7 @@ def build(
 
     text = (
         f"This is the mail system at {hostname}.\r\n\r\n"
-        f"Your message {_EXPLANATIONS[action]}\r\n\r\n" + "\r\n".join(lines) + "\r\n"
+        f"Your message {explanation}\r\n\r\n" + "\r\n".join(lines) + "\r\n"
     )
     status = "\r\n\r\n".join(blocks) + "\r\n"
     boundary = f"{secrets.token_hex(12)}/{hostname}"

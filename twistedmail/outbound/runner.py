@@ -122,6 +122,17 @@ def _from_reply(reply: Reply, remote: str | None, remote_dsn: bool = False) -> _
     return _Outcome(status, str(reply), code, remote, remote_dsn)
 
 
+def _remote_name(hop: Hop, peer: str | None) -> str:
+    """
+    The DSN's Remote-MTA (RFC 3464 §2.3.5): the exchanger's or smart
+    host's name; for a static route, whose name is only our configuration's
+    key, the address actually reached.
+    """
+    if hop.endpoint:
+        return peer or hop.host
+    return hop.host
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -463,7 +474,20 @@ class QueueRunner(Service):
     async def _try_hops(
         self, entry: QueueEntry, route: Route, recipients: list[Recipient], message: bytes
     ) -> dict[str, _Outcome]:
+        """
+        RFC 5321 §5.1: each hop in order until every recipient is settled.
+
+        A server that refuses service outright (a 5yz greeting, RFC 5321
+        §3.1, or 5yz to EHLO and HELO) fails its recipients at once instead
+        of retrying until expiry, but only once every other hop has been
+        tried: that refusal is about one host (a block, a misconfiguration),
+        and another exchanger may take the mail.  If any hop merely deferred
+        a recipient (unreachable, 4yz), the recipient stays deferred with that
+        reason.  (Postfix's smtp_skip_5xx_greeting instead defers even when
+        every exchanger refuses; we bounce then, as §4.2.1 says of 5yz.)
+        """
         out: dict[str, _Outcome] = {}
+        deferred: dict[str, _Outcome] = {}
         remaining = list(recipients)
         for hop in route.hops:
             options = ClientOptions(
@@ -490,17 +514,24 @@ class QueueRunner(Service):
                 # RFC 5321 §5.1: a server that cannot be reached or will not
                 # talk means the next exchanger; the reply is kept as the reason.
                 log.info("{id}: {hop} failed: {error}", id=entry.id, hop=str(hop), error=str(err))
-                outcome = _from_reply(err.reply, hop.host)
-                if outcome.status is RecipientStatus.FAILED:
+                remote = None if err.stage == "connect" else _remote_name(hop, err.peer)
+                outcome = _from_reply(err.reply, remote)
+                if outcome.status is RecipientStatus.FAILED and not err.refused_service:
+                    # TLS or AUTH refused: our configuration, so keep the mail.
                     outcome = replace(outcome, status=RecipientStatus.PENDING)
                 for rcpt in remaining:
                     out[rcpt.address] = outcome
+                    if outcome.status is RecipientStatus.PENDING:
+                        deferred[rcpt.address] = outcome
                 continue
             still = []
+            remote = _remote_name(hop, result.peer)
             for rcpt, rcpt_result in zip(remaining, result.recipients, strict=True):
-                out[rcpt.address] = _from_reply(rcpt_result.reply, hop.host, result.dsn)
-                if out[rcpt.address].status is RecipientStatus.PENDING:
+                outcome = _from_reply(rcpt_result.reply, remote, result.dsn)
+                out[rcpt.address] = outcome
+                if outcome.status is RecipientStatus.PENDING:
                     still.append(rcpt)
+                    deferred[rcpt.address] = outcome
             log.info(
                 "{id}: {hop}: {done} of {count} recipient(s) settled",
                 id=entry.id,
@@ -511,6 +542,9 @@ class QueueRunner(Service):
             remaining = still
             if not remaining:
                 break
+        for rcpt in remaining:
+            if out[rcpt.address].status is RecipientStatus.FAILED and rcpt.address in deferred:
+                out[rcpt.address] = deferred[rcpt.address]
         return out
 
     # --- Bookkeeping -----------------------------------------------------------
@@ -555,6 +589,7 @@ class QueueRunner(Service):
             elif status is RecipientStatus.DELIVERED and not outcome.remote_dsn:
                 action = dsn.Action.RELAYED if outcome.remote else dsn.Action.DELIVERED
             if action is not None and dsn.wants(state.recipient, action):
+                gave_up = status is not outcome.status  # failed only by expiry
                 reports.append(
                     dsn.Report(
                         state.recipient,
@@ -563,6 +598,7 @@ class QueueRunner(Service):
                         reply,
                         outcome.remote,
                         when,
+                        expired_after=now - entry.queued_at if gave_up else None,
                     )
                 )
         updated = replace(

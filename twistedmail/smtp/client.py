@@ -22,7 +22,7 @@ import enum
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet import defer, ssl
@@ -181,15 +181,31 @@ class TransactionResult:
     recipients: tuple[RecipientResult, ...]
     dsn: bool = False
     tls: bool = False
+    #: The address actually reached (the DSN's Remote-MTA for a static route).
+    peer: str | None = None
 
 
 class SMTPClientError(Exception):
-    """The session failed as a whole; ``reply`` is the server's or a synthetic one."""
+    """
+    The session failed as a whole; ``reply`` is the server's or a synthetic
+    one; ``peer`` the address of the server when a connection was made.
+    """
 
-    def __init__(self, reply: Reply, stage: str) -> None:
+    def __init__(self, reply: Reply, stage: str, peer: str | None = None) -> None:
         super().__init__(f"{stage}: {reply}")
         self.reply = reply
         self.stage = stage
+        self.peer = peer
+
+    @property
+    def refused_service(self) -> bool:
+        """
+        The server itself said, before any transaction, that it will never
+        take mail from us: a 5yz greeting (RFC 5321 §3.1: 554 means no SMTP
+        service here) or a 5yz to both EHLO and HELO (§4.2.1: permanent).
+        Refused TLS or AUTH is our configuration, never this.
+        """
+        return self.stage in ("greeting", "EHLO") and self.reply.permanent
 
 
 # --- Dot-stuffing ----------------------------------------------------------------
@@ -485,6 +501,9 @@ class _Session:
         timeouts = self.options.timeouts
         greeting = await self.proto.next_reply(timeouts.greeting, "greeting")
         if greeting.code != 220:
+            if greeting.permanent:
+                # RFC 5321 §3.1: a server that greets with 554 waits for QUIT.
+                self.proto.send(b"QUIT")
             raise SMTPClientError(greeting, "greeting")
         await self.hello()
         policy = self.options.tls
@@ -680,6 +699,7 @@ class SMTPConnection:
         self.options = options
         self._session = _Session(proto, options)
         self.transactions = 0
+        self.peer = _peer_host(proto)
 
     @classmethod
     async def open(
@@ -707,7 +727,9 @@ class SMTPConnection:
             await connection._session.start()
         except Exception as err:
             proto.close()
-            raise _session_error(err, "greeting") from err
+            error = _session_error(err, "greeting")
+            error.peer = connection.peer
+            raise error from err
         return connection
 
     @property
@@ -736,9 +758,11 @@ class SMTPConnection:
             result = await self._session.transaction(txn, rset=self.transactions > 0)
         except Exception as err:
             self.proto.close()
-            raise _session_error(err, "transaction") from err
+            error = _session_error(err, "transaction")
+            error.peer = self.peer
+            raise error from err
         self.transactions += 1
-        return result
+        return replace(result, peer=self.peer)
 
     async def quit(self) -> None:
         await self._session.quit()
@@ -758,6 +782,18 @@ async def send_message(
     result = await connection.send(txn)
     await connection.quit()
     return result
+
+
+def _peer_host(proto: SMTPClientProtocol) -> str | None:
+    """The IP address (or UNIX socket path) at the other end, if known."""
+    try:
+        address = proto.transport.getPeer()  # type: ignore[union-attr]
+    except Exception:
+        return None
+    host = getattr(address, "host", None) or getattr(address, "name", None)
+    if isinstance(host, bytes):
+        host = host.decode("utf-8", "replace")
+    return host if isinstance(host, str) and host else None
 
 
 class _ClientFactory(Factory):
