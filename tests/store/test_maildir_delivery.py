@@ -126,53 +126,59 @@ def inbox(path: Path) -> Folder:
     return Folder(INBOX, str(path), lambda: 7, os.listdir)
 
 
-def test_deliveries_arriving_during_a_write_share_the_next_job(tmp_path: Path) -> None:
+def test_deliveries_arriving_during_the_writes_share_the_next_job(tmp_path: Path) -> None:
     folder, pool = inbox(tmp_path), HeldPool()
     heard: list[ChangeEvent] = []
     queue = DeliveryQueue(folder, pool, heard.extend, Names())
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    results: list[Appended] = []
-    first = queue.add("1.base", message(1), when)
-    first.addCallback(results.append)
-    assert len(pool.jobs) == 1  # a lone delivery starts at once
-    later = [queue.add(f"{n}.base", message(n), when) for n in (2, 3, 4)]
-    for d in later:
-        d.addCallback(results.append)
-    assert len(pool.jobs) == 1  # the others wait for it
+    uids: dict[int, int] = {}
+
+    def record(appended: Appended, n: int) -> None:
+        uids[n] = appended.info.uid
+
+    for n in (1, 2):  # a lone delivery starts at once; so does a second
+        queue.add(f"{n}.base", message(n), when).addCallback(record, n)
+        assert len(pool.jobs) == n
+    for n in (3, 4, 5):
+        queue.add(f"{n}.base", message(n), when).addCallback(record, n)
+    assert len(pool.jobs) == 2  # the others wait for one of them
+    pool.jobs.append(pool.jobs.pop(0))  # the second job finishes first...
     pool.finish()
-    assert [a.info.uid for a in results] == [1]
-    assert len(pool.jobs[0][1][1]) == 3  # one job for all three
+    assert uids == {2: 1}  # ...and its message is added first
+    assert len(pool.jobs[1][1][1]) == 3  # one job for the three waiting
     pool.finish()
-    assert [a.info.uid for a in results] == [1, 2, 3, 4]
+    pool.finish()
+    assert uids == {2: 1, 1: 2, 3: 3, 4: 4, 5: 5}
+    assert sorted(os.listdir(tmp_path / "new")) == [f"{n}.base" for n in (1, 2, 3, 4, 5)]
+    assert (tmp_path / "new" / "4.base").read_bytes() == message(4)
+    assert (tmp_path / "new" / "4.base").stat().st_mtime == when.timestamp()
+    added = [[i.uid for i in e.messages] for e in heard if isinstance(e, MessagesAdded)]
+    assert added == [[1], [2], [3, 4, 5]]
+    assert len(heard) == 3
     while pool.jobs:
         pool.finish(make_spares)
-    assert sorted(os.listdir(tmp_path / "new")) == [f"{n}.base" for n in (1, 2, 3, 4)]
-    assert (tmp_path / "new" / "3.base").read_bytes() == message(3)
-    assert (tmp_path / "new" / "3.base").stat().st_mtime == when.timestamp()
-    assert [[i.uid for i in e.messages] for e in heard if isinstance(e, MessagesAdded)] == [
-        [1],
-        [2, 3, 4],
-    ]
-    assert len(heard) == 2
-    assert not pool.jobs
 
 
 def test_a_message_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
     folder, pool = inbox(tmp_path), HeldPool()
     queue = DeliveryQueue(folder, pool, lambda events: None, Names())
     when = datetime(2026, 1, 2, tzinfo=UTC)
-    (tmp_path / "tmp" / "2.base").write_bytes(b"someone else's")  # O_EXCL refuses it
-    results: list[object] = []
-    for n in (1, 2, 3):
-        queue.add(f"{n}.base", message(n), when).addBoth(results.append)
+    (tmp_path / "tmp" / "3.base").write_bytes(b"someone else's")  # O_EXCL refuses it
+    results: dict[int, object] = {}
+
+    def record(result: object, n: int) -> None:
+        results[n] = result
+
+    for n in (1, 2, 3, 4):
+        queue.add(f"{n}.base", message(n), when).addBoth(record, n)
     pool.finish()
     pool.finish()
-    pool.finish(make_spares)
-    assert isinstance(results[0], Appended)
-    assert isinstance(results[1], Failure) and results[1].check(TemporaryFailure)
-    assert isinstance(results[2], Appended)
-    assert [r.info.uid for r in results if isinstance(r, Appended)] == [1, 2]
-    assert sorted(os.listdir(tmp_path / "new")) == ["1.base", "3.base"]
+    pool.finish()  # 3 and 4 together
+    assert [n for n, r in sorted(results.items()) if isinstance(r, Appended)] == [1, 2, 4]
+    failed = results[3]
+    assert isinstance(failed, Failure) and failed.check(TemporaryFailure)
+    assert sorted(os.listdir(tmp_path / "new")) == ["1.base", "2.base", "4.base"]
+    assert (tmp_path / "tmp" / "3.base").read_bytes() == b"someone else's"
 
 
 def test_deliveries_write_into_spare_files_made_ahead(tmp_path: Path) -> None:

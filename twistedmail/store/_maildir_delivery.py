@@ -5,13 +5,13 @@ Durable delivery costs two fsyncs (the file, then its directory after the
 rename into ``new/``), a thread-pool round trip and an index append.  When
 many sessions deliver into one folder at once, doing all of that per
 message makes the threads fight over the GIL and the disk.  So deliveries
-queue per folder, and one thread-pool job at a time takes everything
-queued: each file is written and fsync'd and renamed into ``new/``, then
-one directory fsync covers all the renames.  Back on the reactor thread
-one index append hands out all the UIDs, in queue order, and every waiting
-delivery fires.  Whatever arrives while a job runs is the next job, so a
-lone delivery starts at once and waits for nobody (what Postfix and
-Dovecot do with their queue and index commits).
+queue per folder, and a thread-pool job (two at most at a time) takes
+everything queued: each file is written, fsync'd and renamed into
+``new/``, then one directory fsync covers all the renames.  Back on the
+reactor thread one index append hands out the job's UIDs, in queue order,
+and its deliveries fire.  Whatever arrives while the jobs run is the next
+job, so a lone delivery starts at once and waits for nobody (what Postfix
+and Dovecot do with their queue and index commits).
 
 Each queue also keeps a few empty files in ``tmp/``, made in the pool
 between jobs, for deliveries to write into: allocating a new inode is the
@@ -46,6 +46,11 @@ log = Logger()
 #: One job writes at most this many messages (or bytes): the rest is the next job.
 _MAX_BATCH = 64
 _MAX_BATCH_BYTES = 8 * 1024 * 1024
+#: Jobs writing into one folder at once.  With one, a lone delivery that
+#: found the queue idle made everybody arriving just after it wait for its
+#: fsyncs; with two, they start at once, and the kernel merges the two
+#: jobs' journal commits.  (smtp-source -s 10 -d, paired runs: +12-40%.)
+_MAX_JOBS = 2
 #: Empty tmp/ files kept ready: twice the largest batch, within these
 #: bounds, made in one go once half of them are used.
 _MIN_SPARES = 8
@@ -126,7 +131,7 @@ class DeliveryQueue:
         self._emit = emit
         self._temporary_name = temporary_name
         self._waiting: list[_Delivery] = []
-        self._running = False
+        self._running = 0
         self._spares: list[str] = []
         self._wanted = _MIN_SPARES
         self._preparing = False
@@ -136,7 +141,7 @@ class DeliveryQueue:
         """Fires with the message's UID once it is durable (see the module doc)."""
         done: Deferred[Appended] = Deferred()
         self._waiting.append(_Delivery(base, data, when, done))
-        if not self._running:
+        if self._running < _MAX_JOBS:
             self._start()
         return done
 
@@ -147,7 +152,7 @@ class DeliveryQueue:
             item = self._waiting.pop(0)
             batch.append(item)
             size += len(item.data)
-        self._running = True
+        self._running += 1
         self._wanted = max(self._wanted, min(_MAX_SPARES, 2 * len(batch)))
         spares = self._spares
         items = [
@@ -158,7 +163,7 @@ class DeliveryQueue:
         job.addBoth(self._written, batch)
 
     def _written(self, outcomes: list[OSError | None] | Failure, batch: list[_Delivery]) -> None:
-        self._running = False
+        self._running -= 1
         results: list[Appended | BaseException | Failure] = []
         try:
             results = self._commit(outcomes, batch)
