@@ -715,6 +715,68 @@ def test_any_input_parses_and_renders(raw: bytes) -> None:
     parsed.date()
 
 
+_HEADER_SECTIONS = (
+    Section(text="HEADER"),
+    Section(text="HEADER.FIELDS", fields=("Subject", "from", "X-None")),
+    Section(text="HEADER.FIELDS.NOT", fields=("SUBJECT",)),
+)
+
+
+def _agrees_with_full_parse(raw: bytes, cut: int) -> bool:
+    """Whether a header-only parse of ``raw[:cut]``, if any, serves what the full one does."""
+    head = ParsedMessage.parse_header(raw[:cut])
+    if head is None:
+        return False
+    full = ParsedMessage.parse(raw)
+    assert not head.complete and head.raw == full.root.header_bytes
+    assert head.envelope() == full.envelope()
+    for section in _HEADER_SECTIONS:
+        assert head.section(section) == full.section(section)
+    for name in ("subject", "from", "to", "date", "content-type"):
+        assert head.header(name) == full.header(name)
+        assert head.addresses(name) == full.addresses(name)
+    assert head.headers() == full.headers() and head.date() == full.date()
+    return True
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_header_only_parse_matches_the_full_parse(name: str) -> None:
+    raw = SAMPLES[name]
+    served = [cut for cut in range(len(raw) + 1) if _agrees_with_full_parse(raw, cut)]
+    header_end = ParsedMessage.parse(raw).root.body_start
+    # Served exactly when the prefix holds the empty line and a byte more.
+    assert served == list(range(header_end + 1, len(raw) + 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_PIECES | st.binary(max_size=12), max_size=30).map(b"".join), st.integers(0, 400))
+def test_header_only_parse_of_any_prefix(raw: bytes, cut: int) -> None:
+    _agrees_with_full_parse(raw, cut)
+
+
+def test_header_only_parse_has_no_body() -> None:
+    head = ParsedMessage.parse_header(b"Subject: s\r\n\r\nbody")
+    assert head is not None
+    for use in (
+        lambda: head.bodystructure(True),
+        lambda: head.section(Section()),
+        lambda: head.section(Section(text="TEXT")),
+        lambda: head.section(Section((1,))),
+        head.body_text,
+        head.attachments,
+    ):
+        with pytest.raises(ValueError):
+            use()
+
+
+def test_envelope_and_bodystructure_are_computed_once() -> None:
+    parsed = ParsedMessage.parse(ALTERNATIVE_WITH_ATTACHMENTS)
+    assert parsed.envelope() is parsed.envelope()
+    assert parsed.bodystructure(True) is parsed.bodystructure(True)
+    assert parsed.bodystructure(False) is parsed.bodystructure(False)
+    assert parsed.bodystructure(False) != parsed.bodystructure(True)
+
+
 def test_deep_nesting_is_bounded() -> None:
     raw = b"Content-Type: message/rfc822\r\n\r\n" * 500 + b"body"
     parsed = ParsedMessage.parse(raw)
@@ -725,25 +787,45 @@ def test_deep_nesting_is_bounded() -> None:
 
 
 def test_cache_is_lru_by_bytes() -> None:
-    cache = ParsedCache(max_bytes=100)
     a = ParsedMessage.parse(b"a" * 40)
     b = ParsedMessage.parse(b"b" * 40)
     c = ParsedMessage.parse(b"c" * 40)
+    assert a.cost == b.cost == c.cost > 40  # the structure counts too
+    cache = ParsedCache(max_bytes=2 * a.cost + 10)
     cache.put("a", a)
     cache.put("b", b)
     assert cache.get("a") is a  # a is now most recently used
     cache.put("c", c)
     assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
-    assert cache.total_bytes == 80 and len(cache) == 2
-    cache.put("huge", ParsedMessage.parse(b"x" * 101))
+    assert cache.total_bytes == 2 * a.cost and len(cache) == 2
+    cache.put("huge", ParsedMessage.parse(b"x" * (2 * a.cost)))
     assert cache.get("huge") is None and len(cache) == 2
     cache.discard("a")
-    assert cache.total_bytes == 40
+    assert cache.total_bytes == c.cost
     key = ("alice", "INBOX", 7, 1)
     parsed = cache.get_or_parse(key, b"Subject: hi\r\n\r\n")
     assert cache.get_or_parse(key, b"ignored") is parsed
     cache.clear()
     assert len(cache) == 0 and cache.total_bytes == 0
+
+
+def test_cache_counts_small_messages_by_their_structure() -> None:
+    # 10,000 tiny messages must not fit a cache sized for 10,000 raw bytes.
+    raw = b"Subject: x\r\nFrom: a@b\r\nTo: c@d\r\n\r\nhi"
+    parsed = ParsedMessage.parse(raw)
+    assert parsed.cost >= len(raw) + 3 * 200
+
+
+def test_header_only_entries_are_served_only_when_asked_for() -> None:
+    raw = b"Subject: hi\r\n\r\n" + b"body " * 10
+    head = ParsedMessage.parse_header(raw[:20])
+    assert head is not None and not head.complete
+    cache = ParsedCache()
+    cache.put("k", head)
+    assert cache.get("k") is None
+    assert cache.get("k", header_only=True) is head
+    assert cache.get_or_parse("k", raw).complete
+    assert cache.get("k", header_only=True) is not head
 
 
 # --- Dovecot as the oracle ---------------------------------------------------------------

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.internet import threads
-
 from twistedmail.imap.dispatch import AUTH, SELECTED, CommandSpec
 from twistedmail.imap.errors import Reply, bad, no, ok, reply_for
-from twistedmail.imap.fetch import FetchAtt, needs_body, needs_parse, render_fetch_items, sets_seen
+from twistedmail.imap.fetch import (
+    FetchAtt,
+    header_only,
+    needs_body,
+    needs_parse,
+    render_fetch_items,
+    sets_seen,
+)
+from twistedmail.imap.loading import Loader
 from twistedmail.imap.parser import Command, CopyArgs, FetchArgs, SearchArgs, SeqArgs, StoreArgs
 from twistedmail.imap.search import evaluate
 from twistedmail.imap.searchkeys import And, ModSeqKey, Not, Or, SearchKey, needs_text
@@ -26,9 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from twistedmail.imap.session import IMAPSession
 
 
-#: How much of a message SEARCH reads hoping to find the whole header.
-_HEADER_PREFIX = 32 * 1024
-
 #: Bytes of FETCH output between two checks of the client's pace.
 _CHUNK = 256 * 1024
 
@@ -36,25 +39,6 @@ _CHUNK = 256 * 1024
 def _view(session: IMAPSession) -> tuple[SelectedMailbox, IMailAccount]:
     assert session.selected is not None and session.account is not None
     return session.selected, session.account
-
-
-async def parse_message(
-    session: IMAPSession, view: SelectedMailbox, uid: int, raw: bytes
-) -> ParsedMessage:
-    """A cached parse; big messages are parsed in a thread so others carry on."""
-    cache = session.server.parsed_cache
-    key = (session.user, view.name, view.uidvalidity, uid)
-    parsed = cache.get(key)
-    if parsed is None:
-        if len(raw) > session.settings.parse_in_thread_above:
-            reactor = session.server.reactor
-            parsed = await threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), ParsedMessage.parse, raw
-            )
-        else:
-            parsed = ParsedMessage.parse(raw)
-        cache.put(key, parsed)
-    return parsed
 
 
 async def check(session: IMAPSession, command: Command) -> Reply:
@@ -120,7 +104,8 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
             view.apply_own(result.changed)
             seen_now = {i.uid for i in result.changed}
     with_flags = [*atts, FetchAtt("FLAGS")]
-    body, parse = needs_body(atts), needs_parse(atts)
+    body, parse, header = needs_body(atts), needs_parse(atts), header_only(atts)
+    loader = Loader(session, view, account)
     vanished = False
     pending = 0
     for uid in uids:
@@ -135,12 +120,16 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
         raw = parsed = None
         if body:
             try:
-                raw = await account.fetch(view.name, uid)
+                if not parse:
+                    raw = await loader.raw(uid)
+                elif header:
+                    parsed = await loader.header(uid)
+                else:
+                    parsed = await loader.parsed(uid)
+                    raw = parsed.raw
             except NoSuchMessage:
                 vanished = True  # expunged by another session, not yet announced
                 continue
-            if parse:
-                parsed = await parse_message(session, view, uid, raw)
         # RFC 3501 §6.4.5: a \Seen set by this fetch is reported with it.
         items = with_flags if uid in seen_now and not has_flags else atts
         data = render_fetch_items(items, view.info_of(uid), raw, parsed)
@@ -218,22 +207,15 @@ async def search(session: IMAPSession, command: Command) -> Reply:
     assert isinstance(args, SearchArgs)
     view, account = _view(session)
 
-    headers_only = not needs_text(args.key)
-    cache = session.server.parsed_cache
+    loader = Loader(session, view, account)
+    # Header keys need only the header: no whole (maybe 20 MB) message read.
+    get = loader.parsed if needs_text(args.key) else loader.header
 
     async def load(uid: int) -> ParsedMessage | None:
         try:
-            if headers_only and cache.get((session.user, view.name, view.uidvalidity, uid)) is None:
-                # Header keys need only the header: read its first bytes
-                # rather than a whole (maybe 20 MB) message.
-                head = await account.fetch(view.name, uid, 0, _HEADER_PREFIX)
-                end = _header_end(head)
-                if end is not None:
-                    return ParsedMessage.parse(head[:end])
-            raw = await account.fetch(view.name, uid)
+            return await get(uid)
         except NoSuchMessage:
             return None
-        return await parse_message(session, view, uid, raw)
 
     uids = await evaluate(view, args.key, load, session.flow.ready)
     modseq = _uses_modseq(args.key)
@@ -265,12 +247,6 @@ async def search(session: IMAPSession, command: Command) -> Reply:
         parts.append(b"MODSEQ %d" % max(view.infos[u].modseq for u in uids))
     session.untagged(b" ".join(parts))
     return ok(f"{command.name} completed")
-
-
-def _header_end(data: bytes) -> int | None:
-    """Where the header section ends (after its blank line), if within ``data``."""
-    ends = [i + n for i, n in ((data.find(b"\r\n\r\n"), 4), (data.find(b"\n\n"), 2)) if i >= 0]
-    return min(ends) if ends else None
 
 
 def _uses_modseq(key: SearchKey) -> bool:

@@ -88,6 +88,26 @@ def needs_parse(atts: Sequence[FetchAtt]) -> bool:
     return False
 
 
+_TOP = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def header_only(atts: Sequence[FetchAtt]) -> bool:
+    """
+    Whether ``atts`` need nothing of a message's content but its top
+    header (ENVELOPE, ``RFC822.HEADER``, ``BODY[HEADER]``,
+    ``BODY[HEADER.FIELDS (...)]``), so a header-only parse will do.
+    """
+    for att in atts:
+        name = att.name
+        if name in _META or name in ("ENVELOPE", "RFC822.HEADER"):
+            continue
+        section = att.section
+        if name == "BODY" and section is not None and not section.part and section.text in _TOP:
+            continue
+        return False
+    return True
+
+
 def sets_seen(atts: Sequence[FetchAtt]) -> bool:
     """
     Whether fetching ``atts`` sets ``\\Seen`` (RFC 3501 §6.4.5).

@@ -146,6 +146,10 @@ class SelectedMailbox:
                 del self._flags[info.uid]
             self.highestmodseq = max(self.highestmodseq, info.modseq)
 
+    def expunge_pending(self, uid: int) -> bool:
+        """Whether ``uid`` was expunged elsewhere and this client not yet told."""
+        return uid in self._expunged
+
     def has_pending(self) -> bool:
         return bool(self._added or self._flags or self._expunged or self.gone)
 
