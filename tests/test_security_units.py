@@ -11,6 +11,7 @@ import email.policy
 import imaplib
 import json
 import os
+import socket
 import ssl
 import stat
 from email import message_from_bytes
@@ -266,3 +267,65 @@ def test_hand_made_alias_loops_and_remote_targets_never_relay(tmp_path: Path) ->
             accounts.resolve("victim@remote.test")
     finally:
         accounts.close()
+
+
+# --- IMAP connection limits ------------------------------------------------------------------
+
+
+def _greetings(port: int, sources: list[str]) -> list[bytes]:
+    """Open one connection per source address; each one's first line (kept open)."""
+    opened = []
+    try:
+        for source in sources:
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=30, source_address=(source, 0)
+            )
+            opened.append(sock)
+        return [sock.makefile("rb").readline() for sock in opened]
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_imap_connections_are_limited_in_total_and_per_client(tmp_path: Path) -> None:
+    reactor = _reactor()
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    portal = make_portal(accounts, MemoryStore(), reactor)
+    settings = ImapSettings(max_connections=4, max_connections_per_client=2)
+    factory = IMAPFactory(settings, portal, HOSTNAME, None, False, reactor, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        number = port.getHost().port
+        sources = ["127.0.0.61", "127.0.0.61", "127.0.0.61", "127.0.0.62", "127.0.0.63"]
+        first = await deferToThread(_greetings, number, sources)
+        assert [line[:4] for line in first] == [b"* OK", b"* OK", b"* BY", b"* OK", b"* OK"]
+        sources = [f"127.0.0.{n}" for n in range(70, 76)]
+        second = await deferToThread(_greetings, number, sources)
+        assert sum(line.startswith(b"* BYE Too many") for line in second) >= 2
+    finally:
+        await port.stopListening()
+
+
+def test_listeners_of_one_protocol_share_one_login_throttle(tmp_path: Path) -> None:
+    """
+    A guesser gets max failures per address across smtp/submission/
+    submissions, and across imap/imaps, not that many per listener.
+    (The bug: ``throttle or LoginThrottle(...)`` made a new one, because an
+    empty throttle has len 0 and is falsy.)
+    """
+    overrides = {"server.data_dir": str(tmp_path), "server.storage": "memory"}
+    overrides |= {f"listeners.{role}": "tcp:0:interface=127.0.0.1" for role in PROTOCOLS}
+    service = make_service(load_config(None, overrides), _reactor())
+    throttles: dict[str, set[int]] = {}
+    for listener in service.context.listeners:
+        factory = getattr(listener.factory, "wrappedFactory", listener.factory)
+        throttle = getattr(factory, "throttle", None)
+        if throttle is None:  # the HTTP site keeps it in its API context
+            throttle = factory.resource.ctx.throttle
+        throttles.setdefault(type(factory).__name__, set()).add(id(throttle))
+    assert {name: len(ids) for name, ids in throttles.items()} == {
+        "SMTPFactory": 1,
+        "IMAPFactory": 1,
+        "MailSite": 1,
+    }

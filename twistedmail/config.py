@@ -353,6 +353,12 @@ class IMAPConfig:
     max_connections_per_user: int = _setting(
         20, _positive_integer, "Simultaneous sessions of one user."
     )
+    max_connections: int = _setting(
+        500, _positive_integer, "Simultaneous IMAP sessions in total, logged in or not."
+    )
+    max_connections_per_client: int = _setting(
+        50, _positive_integer, "Simultaneous IMAP sessions from one client address."
+    )
     max_login_failures: int = _setting(
         5, _positive_integer, "Failed LOGIN/AUTHENTICATE attempts before disconnecting."
     )

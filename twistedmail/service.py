@@ -97,7 +97,7 @@ def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         max_auth_failures=c.max_auth_failures,
         allow_plaintext_auth_on_loopback=c.allow_plaintext_auth_on_loopback,
     )
-    return SMTPFactory(
+    factory = SMTPFactory(
         Role(role),
         settings,
         ctx.config.server.hostname,
@@ -107,7 +107,12 @@ def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         ctx.outbox,
         ctx.tls,
         ctx.reactor,
+        # One AUTH throttle for submission and submissions: a guesser gets
+        # max_auth_failures per address in all, not per listener.
+        throttle=ctx.shared.get("smtp-throttle"),
     )
+    ctx.shared.setdefault("smtp-throttle", factory.throttle)
+    return factory
 
 
 def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
@@ -119,12 +124,14 @@ def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         idle_timeout=float(c.idle_timeout),
         max_literal_size=c.max_literal_size,
         max_connections_per_user=c.max_connections_per_user,
+        max_connections=c.max_connections,
+        max_connections_per_client=c.max_connections_per_client,
         max_login_failures=c.max_login_failures,
         allow_plaintext_login_on_loopback=c.allow_plaintext_login_on_loopback,
     )
     # Implicit TLS (imaps) is done by the listener, as for SMTP; the session
     # sees a TLS transport and does not offer STARTTLS.
-    return IMAPFactory(
+    factory = IMAPFactory(
         settings,
         ctx.portal,
         ctx.config.server.hostname,
@@ -132,7 +139,12 @@ def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         False,
         ctx.reactor,
         ctx.reactor,
+        # One throttle for imap and imaps: a guesser gets max_login_failures
+        # per address in all, not per listener.
+        throttle=ctx.shared.get("imap-throttle"),
     )
+    ctx.shared.setdefault("imap-throttle", factory.throttle)
+    return factory
 
 
 def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:

@@ -132,6 +132,21 @@ class IMAP(imaplib.IMAP4):
         )
 
 
+class IMAPS(imaplib.IMAP4_SSL):
+    """imaplib over implicit TLS from a chosen loopback source address."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, source: str = LOOPBACK) -> None:
+        self._source = source
+        super().__init__(LOOPBACK, port, ssl_context=context, timeout=WAIT)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self._source, 0)
+        )
+        context: ssl.SSLContext = self.ssl_context
+        return context.wrap_socket(sock, server_hostname=self.host)
+
+
 def imap_login(mail: MailHost, user: str, password: str, source: str = LOOPBACK) -> IMAP:
     client = IMAP(ports(mail)["imap"], source)
     client.starttls(tls_context(mail))

@@ -30,6 +30,7 @@ from tests.e2e.security_harness import (
     BOB,
     BOB_PASSWORD,
     IMAP,
+    IMAPS,
     MAX_LITERAL,
     MAX_MESSAGE,
     REMOTE,
@@ -410,12 +411,30 @@ def test_failed_auth_and_login_are_limited_per_client(host: MailHost) -> None:
                 break
         # smtplib tries PLAIN then LOGIN: two failures a call; the third locks.
         assert codes[0] == 535 and codes[1] == 421, codes
+    # The lockout holds on the other submission listener too.
+    with (
+        smtplib.SMTP_SSL(
+            LOOPBACK,
+            ports(host)["submissions"],
+            timeout=WAIT,
+            source_address=(source, 0),
+            context=https_context(host),
+        ) as client,
+        pytest.raises((smtplib.SMTPAuthenticationError, smtplib.SMTPServerDisconnected)),
+    ):
+        client.login(BOB, BOB_PASSWORD)
     # IMAP: 5 failures, then even the right password is refused from there.
     for _ in range(5):
         with pytest.raises(imaplib.IMAP4.error):
             imap_login(host, BOB, WRONG_PASSWORD, source)
     with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE|Too many"):
         imap_login(host, BOB, BOB_PASSWORD, source)
+    secure = IMAPS(ports(host)["imaps"], https_context(host), source)
+    try:  # and on the other IMAP listener
+        with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE|Too many"):
+            secure.login(BOB, BOB_PASSWORD)
+    finally:
+        secure.logout()
     imap_login(host, BOB, BOB_PASSWORD, "127.0.0.42").logout()  # others unaffected
     # HTTP: 429 after five failures.
     statuses = [

@@ -251,13 +251,15 @@ def make_http_site(
         sessions=Sessions(
             clock, settings.session_lifetime, settings.session_idle, settings.max_sessions
         ),
-        throttle=throttle
-        or LoginThrottle(
+        # ``is None``, not ``or``: a LoginThrottle with no entries is falsy.
+        throttle=LoginThrottle(
             clock,
             max_failures=settings.max_login_failures,
             window=settings.login_window,
             lockout=settings.login_lockout,
-        ),
+        )
+        if throttle is None
+        else throttle,
         health=health,
         pages=Pages.load(),
         routes=routes(),

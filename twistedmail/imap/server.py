@@ -16,14 +16,17 @@ from twisted.application.service import IService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
-from twisted.internet.protocol import Factory, ServerFactory
+from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from twistedmail.imap.session import IMAPSession
 from twistedmail.message import ParsedCache
 from twistedmail.throttle import LoginThrottle
+
+log = Logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,10 @@ class ImapSettings:
     max_command_size: int = 1_000_000
     max_line_length: int = 65_536
     max_connections_per_user: int = 20
+    #: Sessions in total and from one client address, logged in or not: a
+    #: stranger must not hold every file descriptor (each one is a socket).
+    max_connections: int = 500
+    max_connections_per_client: int = 50
     max_login_failures: int = 5
     login_failure_window: float = 300.0
     login_lockout: float = 300.0
@@ -69,6 +76,7 @@ class IMAPFactory(ServerFactory, Service):
         implicit_tls: bool,
         clock: IReactorTime,
         reactor: Any,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         if implicit_tls and tls_options is None:
             raise ValueError("implicit TLS needs TLS options")
@@ -79,11 +87,17 @@ class IMAPFactory(ServerFactory, Service):
         self.implicit_tls = implicit_tls
         self.clock = clock
         self.reactor = reactor
-        self.throttle = LoginThrottle(
-            clock,
-            max_failures=settings.max_login_failures,
-            window=settings.login_failure_window,
-            lockout=settings.login_lockout,
+        #: Shared with the other IMAP listener when given, so ``imap`` and
+        #: ``imaps`` together allow a guesser only ``max_login_failures``.
+        self.throttle = (
+            LoginThrottle(
+                clock,
+                max_failures=settings.max_login_failures,
+                window=settings.login_failure_window,
+                lockout=settings.login_lockout,
+            )
+            if throttle is None  # not ``or``: an empty throttle is falsy (len 0)
+            else throttle
         )
         self._users: dict[str, int] = {}
         #: Open sessions, for a polite shutdown.
@@ -94,9 +108,24 @@ class IMAPFactory(ServerFactory, Service):
             self._tls = TLSMemoryBIOFactory(tls_options, False, _Plain(self))
 
     def buildProtocol(self, addr: IAddress | None) -> IProtocol | None:  # type: ignore[override]
+        host = str(getattr(addr, "host", "unknown"))
+        if not self._admit(host):
+            # RFC 3501 §7.1.5: BYE as the greeting.  Under implicit TLS the
+            # client expects a handshake, so the connection is just closed.
+            return None if self._tls is not None else _Refused()
         if self._tls is not None:
             return self._tls.buildProtocol(addr)
         return self.session(secure=False)
+
+    def _admit(self, host: str) -> bool:
+        if len(self.sessions) >= self.settings.max_connections:
+            log.warn("IMAP connection limit reached; refusing {client}", client=host)
+            return False
+        mine = sum(1 for session in self.sessions if session.peer_host == host)
+        if mine >= self.settings.max_connections_per_client:
+            log.warn("IMAP per-client connection limit reached for {client}", client=host)
+            return False
+        return True
 
     def session(self, secure: bool) -> IMAPSession:
         protocol = IMAPSession(self, secure=secure)
@@ -140,3 +169,12 @@ class _Plain(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> IMAPSession:
         return self._outer.session(secure=True)
+
+
+class _Refused(Protocol):
+    """Says BYE and hangs up: the greeting of a connection over a limit."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"* BYE Too many connections; try again later\r\n")
+        self.transport.loseConnection()

@@ -67,7 +67,13 @@ class SMTPFactory(ServerFactory, Service):
         self.tls_options = tls_options
         self.clock = clock
         self.delivery = Delivery(store, outbox)
-        self.throttle = throttle or LoginThrottle(clock, max_failures=settings.max_auth_failures)
+        # ``is None``, not ``or``: a LoginThrottle with no entries has len 0
+        # and is falsy, so ``or`` would never share a fresh one.
+        self.throttle = (
+            LoginThrottle(clock, max_failures=settings.max_auth_failures)
+            if throttle is None
+            else throttle
+        )
         self._sessions: set[SMTPSession] = set()
         self._per_client: Counter[str] = Counter()
 
