@@ -319,7 +319,9 @@ def test_listeners_of_one_protocol_share_one_login_throttle(tmp_path: Path) -> N
     service = make_service(load_config(None, overrides), _reactor())
     throttles: dict[str, set[int]] = {}
     for listener in service.context.listeners:
-        factory = getattr(listener.factory, "wrappedFactory", listener.factory)
+        factory = listener.factory
+        while hasattr(factory, "wrappedFactory"):  # TLS, connection limits
+            factory = factory.wrappedFactory
         throttle = getattr(factory, "throttle", None)
         if throttle is None:  # the HTTP site keeps it in its API context
             throttle = factory.resource.ctx.throttle
@@ -329,3 +331,58 @@ def test_listeners_of_one_protocol_share_one_login_throttle(tmp_path: Path) -> N
         "IMAPFactory": 1,
         "MailSite": 1,
     }
+
+
+def _http_status_lines(port: int, sources: list[str]) -> list[bytes]:
+    """One kept-open connection per source; each one's status line (b"" if closed)."""
+    opened = []
+    try:
+        for source in sources:
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=30, source_address=(source, 0)
+            )
+            opened.append(sock)
+        for sock in opened:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        return [_first_line(sock) for sock in opened]
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def _first_line(sock: socket.socket) -> bytes:
+    try:
+        return sock.makefile("rb").readline()
+    except ConnectionResetError:  # closed by the server before it read our request
+        return b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_connections_are_limited_in_total_and_per_client(tmp_path: Path) -> None:
+    overrides = {
+        "server.data_dir": str(tmp_path),
+        "server.storage": "memory",
+        "http.max_connections": "4",
+        "http.max_connections_per_client": "2",
+    }
+    overrides |= {f"listeners.{role}": "none" for role in PROTOCOLS}
+    overrides["listeners.http"] = "tcp:0:interface=127.0.0.1"
+    service = make_service(load_config(None, overrides), _reactor())
+    service.privilegedStartService()
+    service.startService()
+    try:
+        (listener,) = service.context.listeners
+        assert listener.port is not None
+        number = getattr(listener.port.getHost(), "port", 0)
+        sources = ["127.0.0.81", "127.0.0.81", "127.0.0.81", "127.0.0.82", "127.0.0.83"]
+        lines = await deferToThread(_http_status_lines, number, sources)
+        assert lines[:2] == [b"HTTP/1.1 200 OK\r\n"] * 2
+        assert lines[2] == b""  # the third from one address is closed at once
+        assert lines[3:] == [b"HTTP/1.1 200 OK\r\n"] * 2
+        for _ in range(400):  # the closed ones are forgotten
+            if not listener.factory.per_client:
+                break
+            await _turn()
+        assert not listener.factory.per_client
+    finally:
+        await service.stopService()

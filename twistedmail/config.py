@@ -422,6 +422,12 @@ class HTTPConfig:
     max_upload_size: int = _setting(
         25_000_000, _positive_integer, "Largest request body accepted, in octets (413 beyond)."
     )
+    max_connections: int = _setting(
+        500, _positive_integer, "Simultaneous HTTP connections in total (http and https)."
+    )
+    max_connections_per_client: int = _setting(
+        50, _positive_integer, "Simultaneous HTTP connections from one client address."
+    )
 
 
 def _no_routes() -> Mapping[str, str]:

@@ -151,12 +151,14 @@ def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
     """
     ``http`` and ``https``: the JSON API and the web page.
 
-    Both listeners serve one site, so a login over either is one session.
+    Both listeners serve one site, so a login over either is one session,
+    behind one connection limit, so the two listeners count together.
     """
-    site = ctx.shared.get("http")
-    if site is None:
+    limited = ctx.shared.get("http-limit")
+    if limited is None:
         from twistedmail.http.app import make_http_site
         from twistedmail.http.context import HttpSettings
+        from twistedmail.http.limits import ConnectionLimit
 
         settings = HttpSettings(
             max_upload_size=ctx.config.http.max_upload_size,
@@ -173,7 +175,10 @@ def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
             health=lambda: _health(ctx),
         )
         ctx.shared["http"] = site
-    return site  # type: ignore[no-any-return]
+        c = ctx.config.http
+        limited = ConnectionLimit(site, c.max_connections, c.max_connections_per_client)
+        ctx.shared["http-limit"] = limited
+    return limited  # type: ignore[no-any-return]
 
 
 def _health(ctx: ServiceContext) -> dict[str, bool]:
