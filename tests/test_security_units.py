@@ -29,6 +29,7 @@ from twistedmail.http.compose import build, draft_from_json
 from twistedmail.http.errors import ApiError
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
+from twistedmail.model import Address
 from twistedmail.service import PROTOCOLS, make_service
 from twistedmail.store.memory import MemoryStore
 from twistedmail.tls import self_signed_paths, server_tls_options
@@ -386,3 +387,32 @@ async def test_http_connections_are_limited_in_total_and_per_client(tmp_path: Pa
         assert not listener.factory.per_client
     finally:
         await service.stopService()
+
+
+# --- Addresses -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        '"a\rX-Injected: 1"@remote.test',
+        '"a\nX-Injected: 1"@remote.test',
+        '"a\\\rb"@remote.test',
+        '"a\x00b"@remote.test',
+        '"a\x0bb"@remote.test',
+        '"a\x7fb"@remote.test',
+        '"a\x85b"@remote.test',
+        "a\x85b@remote.test",
+        "a@remote\x85.test",
+    ],
+)
+def test_addresses_with_control_characters_are_refused(address: str) -> None:
+    """RFC 5321 §4.1.2: they would end up as line breaks in Return-Path: and DSNs."""
+    with pytest.raises(ValueError):
+        Address.parse(address)
+
+
+def test_quoted_printable_local_parts_still_parse() -> None:
+    assert Address.parse('"john smith"@example.test').local == '"john smith"'
+    assert Address.parse('"a\\"b"@example.test').local == '"a\\"b"'
+    assert Address.parse("j\u00f6rg@example.test").local == "j\u00f6rg"

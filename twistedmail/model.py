@@ -260,8 +260,13 @@ class Address:
         local, sep, domain = text.rpartition("@")
         if not sep or not local or not domain:
             raise ValueError(f"not an address: {text!r}")
-        if any(ord(c) < 33 or ord(c) == 127 for c in domain) or ".." in domain:
+        if any(ord(c) < 33 or 127 <= ord(c) < 160 for c in domain) or ".." in domain:
             raise ValueError(f"bad domain in address: {text!r}")
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in local):
+            # RFC 5321 §4.1.2: even quoted (qtextSMTP, quoted-pairSMTP) a
+            # local part is printable.  A control character, a bare CR above
+            # all, would become a line break in Return-Path: or a DSN header.
+            raise ValueError(f"bad local part in address: {text!r}")
         if not (local.startswith('"') and local.endswith('"') and len(local) >= 2):
             if any(ord(c) < 33 or ord(c) == 127 or c in '()<>[]\\,;:"@' for c in local):
                 raise ValueError(f"bad local part in address: {text!r}")

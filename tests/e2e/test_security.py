@@ -124,6 +124,24 @@ def test_catch_all_never_turns_into_a_relay(host: MailHost) -> None:
     assert queue_is_empty(host)
 
 
+def test_smtp_addresses_with_control_characters_never_reach_a_header(host: MailHost) -> None:
+    """A bare CR in a quoted local part would be a line break in Return-Path:."""
+    raw = Raw(ports(host)["smtp"])
+    try:
+        assert raw.line().startswith(b"220")
+        raw.send(b"EHLO x\r\n")
+        raw.smtp_reply()
+        for sender in (b'"a\rX-Injected: 1"@remote.test', b'"a\x0bb\x00"@remote.test'):
+            raw.send(b"MAIL FROM:<" + sender + b">\r\n")
+            assert raw.smtp_reply()[:1] == b"5", sender
+        raw.send(f"MAIL FROM:<{REMOTE}>\r\n".encode())
+        assert raw.smtp_reply().startswith(b"250")
+        raw.send(b'RCPT TO:<"z\rX-Injected: 1"@other.test>\r\n')  # the catch-all's domain
+        assert raw.smtp_reply()[:1] == b"5"
+    finally:
+        raw.close()
+
+
 # --- Users see only their own mail -----------------------------------------------------------
 
 
