@@ -106,3 +106,15 @@ def test_concurrent_enqueues_and_removals_with_the_real_reactor(tmp_path):
     assert queue.commits.items == 40 and queue.commits.batches <= 40
     assert queue.files.ids() == [] and os.listdir(tmp_path / "messages") == []
     assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_batch_that_raises_fails_each_of_its_changes() -> None:
+    def run(items: Sequence[int]) -> list[Outcome]:
+        raise OSError("disk on fire")
+
+    group: GroupCommit[int] = GroupCommit(run, lambda work: defer.maybeDeferred(work))
+    failures: list[Any] = []
+    for n in (1, 2):
+        group.submit(n).addErrback(failures.append)
+    assert [f.check(RuntimeError) for f in failures] == [RuntimeError, RuntimeError]
+    assert group.batches == 2  # the group goes on after a failed batch

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -66,7 +67,10 @@ class GroupCommit(Generic[_Item]):
         self._running = False
         if not isinstance(outcomes, list) or len(outcomes) != len(batch):
             # `run` itself failed (it should not): every item of it fails.
-            log.error("Group commit failed: {outcome}", outcome=outcomes)
+            if isinstance(outcomes, Failure):
+                log.failure("Group commit failed", outcomes)
+            else:
+                log.error("Group commit gave {outcome!r}", outcome=outcomes)
             error = RuntimeError("group commit failed")
             outcomes = [error] * len(batch)
         for (_, result), outcome in zip(batch, outcomes, strict=True):
