@@ -181,6 +181,19 @@ def test_a_message_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
     assert (tmp_path / "tmp" / "3.base").read_bytes() == b"someone else's"
 
 
+def test_mail_that_cannot_be_indexed_is_taken_back(tmp_path: Path) -> None:
+    folder, pool = inbox(tmp_path), HeldPool()
+    queue = DeliveryQueue(folder, pool, lambda events: None, Names())
+    (tmp_path / "twistedmail-uidlist.lock").mkdir()  # the index lock cannot be opened
+    results: list[object] = []
+    for n in (1, 2):
+        queue.add(f"{n}.base", message(n), datetime(2026, 1, 2, tzinfo=UTC)).addBoth(results.append)
+    pool.finish()
+    pool.finish()
+    assert all(isinstance(r, Failure) and r.check(TemporaryFailure) for r in results)
+    assert os.listdir(tmp_path / "new") == []  # the senders' retries make no duplicates
+
+
 def test_deliveries_write_into_spare_files_made_ahead(tmp_path: Path) -> None:
     folder, pool = inbox(tmp_path), HeldPool()
     queue = DeliveryQueue(folder, pool, lambda events: None, Names())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,9 +37,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistedmail.interfaces import NoSuchMailbox, TemporaryFailure
+from twistedmail.interfaces import MailError, NoSuchMailbox, TemporaryFailure
 from twistedmail.model import Appended, ChangeEvent
-from twistedmail.store._maildir_files import fsync_dir, make_spares, remove_spares, write_tmp
+from twistedmail.store._maildir_files import fsync_dir, make_spares, remove_files, write_tmp
 from twistedmail.store._maildir_folder import Folder, Placed
 
 log = Logger()
@@ -130,7 +131,7 @@ class DeliveryQueue:
         self._thread = thread
         self._emit = emit
         self._temporary_name = temporary_name
-        self._waiting: list[_Delivery] = []
+        self._waiting: deque[_Delivery] = deque()
         self._running = 0
         self._spares: list[str] = []
         self._wanted = _MIN_SPARES
@@ -149,7 +150,7 @@ class DeliveryQueue:
         batch: list[_Delivery] = []
         size = 0
         while self._waiting and len(batch) < _MAX_BATCH and (not batch or size < _MAX_BATCH_BYTES):
-            item = self._waiting.pop(0)
+            item = self._waiting.popleft()
             batch.append(item)
             size += len(item.data)
         self._running += 1
@@ -169,7 +170,14 @@ class DeliveryQueue:
             results = self._commit(outcomes, batch)
         except Exception as e:
             log.failure("Committing {count} deliveries failed", count=len(batch))
-            self._folder.invalidate()  # files may be in new/: the next sync adopts them
+            # The senders hear a 4xx and will retry: take the files back so
+            # the retry is no duplicate (what write_batch does on failure).
+            if not isinstance(outcomes, Failure):
+                bases = [d.base for d, o in zip(batch, outcomes, strict=True) if o is None]
+                remove_files(os.path.join(self._folder.path, "new"), bases)
+            self._folder.invalidate()
+            if not isinstance(e, MailError):
+                e = TemporaryFailure(f"cannot index mail in {self._folder.name}")
             results = [e] * len(batch)
         # The next job goes to the disk before this one's senders hear back.
         if self._waiting:
@@ -196,14 +204,14 @@ class DeliveryQueue:
         if isinstance(made, Failure):
             return  # deliveries make their own files meanwhile
         if self._closed:
-            remove_spares(self._folder.path, made)
+            remove_files(os.path.join(self._folder.path, "tmp"), made)
         else:
             self._spares.extend(made)
 
     def close(self) -> None:
         """Take the spare files away again (the folder is closed or deleted)."""
         self._closed = True
-        remove_spares(self._folder.path, self._spares)
+        remove_files(os.path.join(self._folder.path, "tmp"), self._spares)
         self._spares.clear()
 
     def _commit(

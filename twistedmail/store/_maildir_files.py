@@ -105,10 +105,11 @@ def make_spares(folder: str, names: list[str]) -> list[str]:
     return made
 
 
-def remove_spares(folder: str, names: list[str]) -> None:
+def remove_files(directory: str, names: list[str]) -> None:
+    """Unlink ``names`` in ``directory``, whatever is already gone."""
     for name in names:
         with contextlib.suppress(OSError):
-            os.unlink(os.path.join(folder, "tmp", name))
+            os.unlink(os.path.join(directory, name))
 
 
 def fsync_dir(path: str) -> None:
