@@ -8,6 +8,7 @@ session tokens and cookies.  Real ``twistd`` subprocess, real requests.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.daemon_harness import MailHost, parse
+from tests.e2e.daemon_harness import LOOPBACK, WAIT, MailHost, parse
 from tests.e2e.security_harness import (
     ALICE,
     ALICE_PASSWORD,
@@ -28,6 +29,7 @@ from tests.e2e.security_harness import (
     http_call,
     http_login,
     imap_messages,
+    ports,
     queue_is_empty,
     security_daemon,
     smtp_send,
@@ -371,3 +373,33 @@ def test_session_tokens_are_random_and_cookies_locked_down(host: MailHost) -> No
     for forged in ("", "x", token[:-1], token + "x", "../" + token, "null"):
         assert http_call(host, "GET", "/api/mailboxes", token=forged)[0] == 401
         assert http_call(host, "GET", "/api/mailboxes", cookie=forged)[0] == 401
+
+
+def test_the_event_stream_carries_only_the_callers_changes(host: MailHost) -> None:
+    alice, _ = http_login(host, ALICE, ALICE_PASSWORD)
+    bob, _ = http_login(host, BOB, BOB_PASSWORD)
+    connection = http.client.HTTPConnection(LOOPBACK, ports(host)["http"], timeout=WAIT)
+    try:
+        connection.request("GET", "/api/events", headers={"Authorization": f"Bearer {bob}"})
+        stream = connection.getresponse()
+        assert stream.status == 200
+        assert stream.readline().startswith(b"retry:")
+        events: list[bytes] = []
+
+        def next_event() -> bytes:
+            lines = []
+            while (line := stream.readline()) not in (b"\n", b""):
+                if not line.startswith(b":"):  # keepalive comments
+                    lines.append(line)
+            return b"".join(lines)
+
+        events.append(next_event())
+        assert b"event: ready" in events[0]
+        for token, name in ((alice, "alice-private-box"), (bob, "bob-own-box")):
+            status, _, body = http_call(host, "POST", "/api/mailboxes", {"name": name}, token=token)
+            assert status == 201, body
+        while b"bob-own-box" not in events[-1]:
+            events.append(next_event())
+        assert not any(b"alice" in event for event in events), events
+    finally:
+        connection.close()
