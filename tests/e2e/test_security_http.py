@@ -387,10 +387,12 @@ def test_the_event_stream_carries_only_the_callers_changes(host: MailHost) -> No
         events: list[bytes] = []
 
         def next_event() -> bytes:
-            lines = []
-            while (line := stream.readline()) not in (b"\n", b""):
-                if not line.startswith(b":"):  # keepalive comments
-                    lines.append(line)
+            """The next event's lines (blank lines end one; comments are keepalives)."""
+            lines: list[bytes] = []
+            while not lines:
+                while (line := stream.readline()) not in (b"\n", b""):
+                    if not line.startswith(b":"):
+                        lines.append(line)
             return b"".join(lines)
 
         events.append(next_event())
