@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.smtp.smtpd_harness import BOB, body_of, memory_world, world  # type: ignore[import-not-found]
 
+from tests.smtp.smtpd_harness import BOB, body_of, memory_world, world  # type: ignore[import-not-found]
 from twistedmail.smtp.data import ChunkCollector, DataError, DataReader
 
 __all__ = ["memory_world", "world"]

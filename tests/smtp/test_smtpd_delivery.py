@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-from tests.smtp.smtpd_harness import BOB, CAROL, world  # type: ignore[import-not-found]
 
+from tests.smtp.smtpd_harness import BOB, CAROL, world  # type: ignore[import-not-found]
 from twistedmail.delivery import Delivery
 from twistedmail.interfaces import NoSuchUser, RelayDenied, TemporaryFailure
 from twistedmail.model import Envelope, Recipient

@@ -12,8 +12,8 @@ import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.smtp.smtpd_harness import BOB, Client, World, make_accounts  # type: ignore[import-not-found]
 
+from tests.smtp.smtpd_harness import BOB, Client, World, make_accounts  # type: ignore[import-not-found]
 from twistedmail.smtp.data import DataReader
 from twistedmail.smtp.params import ParamError, parse_mail_from, parse_rcpt_to
 from twistedmail.smtp.server import Role, SmtpSettings

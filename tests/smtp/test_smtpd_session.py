@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
+
 from tests.smtp.smtpd_harness import (  # type: ignore[import-not-found]
     BOB,
     CAROL,
@@ -15,7 +16,6 @@ from tests.smtp.smtpd_harness import (  # type: ignore[import-not-found]
     memory_world,
     world,
 )
-
 from twistedmail.smtp.server import Role, SmtpSettings
 
 __all__ = ["memory_world", "world"]  # fixtures

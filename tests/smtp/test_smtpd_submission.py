@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 
 import pytest_twisted  # type: ignore[import-untyped]
+
 from tests.smtp.smtpd_harness import (  # type: ignore[import-not-found]
     ALICE,
     BOB,
@@ -19,7 +20,6 @@ from tests.smtp.smtpd_harness import (  # type: ignore[import-not-found]
     memory_world,
     world,
 )
-
 from twistedmail.smtp.server import Role, SmtpSettings
 
 __all__ = ["memory_world", "world"]
@@ -221,7 +221,6 @@ async def test_queue_failure_rolls_back_local_copies(world):
 async def test_one_full_mailbox_means_nobody_gets_it(tmp_path):
     """One reply for the whole DATA (RFC 5321 §4.1.1.4): all or nothing, then retry."""
     from tests.smtp.smtpd_harness import make_accounts  # type: ignore[import-not-found]
-
     from twistedmail.store.memory import Limits, MemoryStore
 
     w = World(make_accounts(str(tmp_path / "a.json")), MemoryStore(limits=Limits(quota=2000)))
