@@ -13,17 +13,17 @@ from twistedmail.imap.dispatch import AUTH, SELECTED, CommandSpec
 from twistedmail.imap.errors import Reply, bad, no, ok, reply_for
 from twistedmail.imap.fetch import (
     FetchAtt,
+    FetchRenderer,
     header_only,
     needs_body,
     needs_parse,
-    render_fetch_items,
     sets_seen,
 )
 from twistedmail.imap.loading import Loader
 from twistedmail.imap.parser import Command, CopyArgs, FetchArgs, SearchArgs, SeqArgs, StoreArgs
 from twistedmail.imap.search import evaluate
 from twistedmail.imap.searchkeys import And, ModSeqKey, Not, Or, SearchKey, needs_text
-from twistedmail.imap.selected import SelectedMailbox, flags_list, ranges_text, uid_set
+from twistedmail.imap.selected import RECENT, SelectedMailbox, ranges_text, uid_set
 from twistedmail.interfaces import IMailAccount, NoSuchMailbox, NoSuchMessage
 from twistedmail.message import ParsedMessage
 from twistedmail.model import SEEN, FlagMode
@@ -103,38 +103,51 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
             result = await account.set_flags(view.name, unseen, [SEEN], FlagMode.ADD)
             view.apply_own(result.changed)
             seen_now = {i.uid for i in result.changed}
-    with_flags = [*atts, FetchAtt("FLAGS")]
+    renderer = FetchRenderer(atts)
+    # RFC 3501 §6.4.5: a \Seen set by this fetch is reported with it.
+    seen_renderer = FetchRenderer([*atts, FetchAtt("FLAGS")]) if not has_flags else renderer
     body, parse, header = needs_body(atts), needs_parse(atts), header_only(atts)
     loader = Loader(session, view, account)
+    infos, recent = view.infos, view.recent
+    with_recent: dict[frozenset[str], frozenset[str]] = {}
     vanished = False
+    out: list[bytes] = []
     pending = 0
     for uid in uids:
         if pending > _CHUNK:
             # Flow control: wait for a slow client, let other sessions run.
+            session.write(b"".join(out))
+            out.clear()
             pending = 0
             await session.flow.ready()
-            if uid not in view.infos:
-                continue
-        if uid not in view.infos:
+        info = infos.get(uid)
+        if info is None:
             continue
         raw = parsed = None
         if body:
             try:
                 if not parse:
-                    raw = await loader.raw(uid)
-                elif header:
-                    parsed = await loader.header(uid)
+                    parsed = loader.cached(uid, False)
+                    raw = parsed.raw if parsed is not None else await loader.raw(uid)
+                    parsed = None
                 else:
-                    parsed = await loader.parsed(uid)
-                    raw = parsed.raw
+                    parsed = loader.cached(uid, header)
+                    if parsed is None:
+                        parsed = await (loader.header(uid) if header else loader.parsed(uid))
+                    raw = parsed.raw if parsed.complete else None
             except NoSuchMessage:
                 vanished = True  # expunged by another session, not yet announced
                 continue
-        # RFC 3501 §6.4.5: a \Seen set by this fetch is reported with it.
-        items = with_flags if uid in seen_now and not has_flags else atts
-        data = render_fetch_items(items, view.info_of(uid), raw, parsed)
-        session.write(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), data))
-        pending += len(data)
+            info = infos.get(uid, info)
+        flags = info.flags
+        if uid in recent:
+            flags = with_recent.get(flags) or with_recent.setdefault(flags, flags | {RECENT})
+        render = seen_renderer if uid in seen_now else renderer
+        line = b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), render.render(info, flags, raw, parsed))
+        out.append(line)
+        pending += len(line)
+    if out:
+        session.write(b"".join(out))
     if vanished:
         return no("Some messages were expunged meanwhile", "EXPUNGEISSUED")
     return ok(f"{command.name} completed")
@@ -155,15 +168,23 @@ async def store(session: IMAPSession, command: Command) -> Reply:
     view.apply_own(result.changed)
     failed = set(result.failed)
     if not args.silent:
+        atts = [FetchAtt("FLAGS")]
+        if command.uid:
+            atts.insert(0, FetchAtt("UID"))
+        if session.condstore:
+            atts.append(FetchAtt("MODSEQ"))
+        renderer = FetchRenderer(atts)
+        infos, recent = view.infos, view.recent
+        out: list[bytes] = []
         for uid in uids:
-            if uid in failed or uid not in view.infos:
+            info = infos.get(uid)
+            if info is None or uid in failed:
                 continue
-            items = b"FLAGS " + flags_list(view.flags_of(uid))
-            if command.uid:
-                items = b"UID %d " % uid + items
-            if session.condstore:
-                items += b" MODSEQ (%d)" % view.infos[uid].modseq
-            session.write(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), items))
+            shown = info.flags | {RECENT} if uid in recent else info.flags
+            data = renderer.render(info, shown, None, None)
+            out.append(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), data))
+        if out:
+            session.write(b"".join(out))
     if failed:
         numbers = failed if command.uid else {view.seq_of(u) for u in failed}
         return ok("Conditional STORE failed for some", "MODIFIED " + uid_set(numbers).decode())

@@ -11,7 +11,7 @@ what runs in a thread (parsing a 20 MB message does; see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,9 +135,11 @@ def section_label(section: Section) -> bytes:
     return label
 
 
-def _flags(flags: frozenset[str]) -> bytes:
-    # System flags first in a fixed order, then keywords sorted: stable output
-    # makes protocol tests and client caches happy.
+def flags_text(flags: frozenset[str]) -> bytes:
+    """
+    A flag list: system flags first in a fixed order, then keywords
+    sorted; stable output makes protocol tests and client caches happy.
+    """
     system = sorted(f for f in flags if f in SYSTEM_FLAGS)
     keywords = sorted(f for f in flags if f not in SYSTEM_FLAGS)
     return wire.paren_list(f.encode("utf-8") for f in system + keywords)
@@ -165,45 +167,82 @@ def render_fetch_items(
     does; otherwise `ValueError`.  Content is always sent as a literal
     so 8-bit data cannot break framing.
     """
-    out: list[bytes] = []
-    for att in atts:
+    return FetchRenderer(atts).render(info, info.flags, raw, parsed)
+
+
+_Item = Callable[[MessageInfo, frozenset[str], "bytes | None", "FetchableMessage | None"], bytes]
+
+
+class FetchRenderer:
+    """
+    `render_fetch_items` for one command: the items are looked at once,
+    and each distinct flag set is spelt once, however many messages the
+    FETCH (or STORE) answers for.
+    """
+
+    def __init__(self, atts: Sequence[FetchAtt]) -> None:
+        self._flag_text: dict[frozenset[str], bytes] = {}
+        self._items = [self._item(att) for att in atts]
+
+    def flags(self, flags: frozenset[str]) -> bytes:
+        """``flags`` as a parenthesised list (see `flags_text`)."""
+        found = self._flag_text.get(flags)
+        if found is None:
+            found = self._flag_text[flags] = flags_text(flags)
+        return found
+
+    def render(
+        self,
+        info: MessageInfo,
+        flags: frozenset[str],
+        raw: bytes | None,
+        parsed: FetchableMessage | None,
+    ) -> bytes:
+        """Like `render_fetch_items`, with the ``flags`` to report given apart."""
+        return b" ".join([item(info, flags, raw, parsed) for item in self._items])
+
+    def _item(self, att: FetchAtt) -> _Item:
         name = att.name
         if name == "FLAGS":
-            out.append(b"FLAGS " + _flags(info.flags))
-        elif name == "UID":
-            out.append(b"UID %d" % info.uid)
-        elif name == "INTERNALDATE":
-            out.append(b"INTERNALDATE " + wire.imap_date(info.internal_date))
-        elif name == "RFC822.SIZE":
-            out.append(b"RFC822.SIZE %d" % info.size)
-        elif name == "MODSEQ":
-            out.append(b"MODSEQ (%d)" % info.modseq)
-        elif name == "ENVELOPE":
-            out.append(b"ENVELOPE " + _need_parsed(parsed).envelope())
-        elif name == "BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + _need_parsed(parsed).bodystructure(True))
-        elif name == "BODY" and att.section is None:
-            out.append(b"BODY " + _need_parsed(parsed).bodystructure(False))
-        elif name == "BODY":
-            assert att.section is not None
-            if att.section == Section():
-                data = _need_raw(raw)
-            else:
-                data = _need_parsed(parsed).section(att.section)
-            data, suffix = _partial(data, att.partial)
-            label = b"BODY[" + section_label(att.section) + b"]" + suffix
-            out.append(label + b" " + _content(data))
-        elif name == "RFC822":
-            out.append(b"RFC822 " + _content(_need_raw(raw)))
-        elif name == "RFC822.HEADER":
-            data = _need_parsed(parsed).section(Section(text="HEADER"))
-            out.append(b"RFC822.HEADER " + _content(data))
-        elif name == "RFC822.TEXT":
-            data = _need_parsed(parsed).section(Section(text="TEXT"))
-            out.append(b"RFC822.TEXT " + _content(data))
-        else:
-            raise ValueError(f"unknown FETCH item {name!r}")
-    return b" ".join(out)
+            return lambda i, f, r, p: b"FLAGS " + self.flags(f)
+        if name == "UID":
+            return lambda i, f, r, p: b"UID %d" % i.uid
+        if name == "INTERNALDATE":
+            return lambda i, f, r, p: b"INTERNALDATE " + wire.imap_date(i.internal_date)
+        if name == "RFC822.SIZE":
+            return lambda i, f, r, p: b"RFC822.SIZE %d" % i.size
+        if name == "MODSEQ":
+            return lambda i, f, r, p: b"MODSEQ (%d)" % i.modseq
+        if name == "ENVELOPE":
+            return lambda i, f, r, p: b"ENVELOPE " + _need_parsed(p).envelope()
+        if name == "BODYSTRUCTURE":
+            return lambda i, f, r, p: b"BODYSTRUCTURE " + _need_parsed(p).bodystructure(True)
+        if name == "BODY" and att.section is None:
+            return lambda i, f, r, p: b"BODY " + _need_parsed(p).bodystructure(False)
+        if name == "BODY":
+            section = att.section
+            assert section is not None
+            partial = att.partial
+            label = b"BODY[" + section_label(section) + b"]"
+            whole = section == Section()
+
+            def body(
+                i: MessageInfo, f: frozenset[str], r: bytes | None, p: FetchableMessage | None
+            ) -> bytes:
+                data = _need_raw(r) if whole else _need_parsed(p).section(section)
+                data, suffix = _partial(data, partial)
+                return label + suffix + b" " + _content(data)
+
+            return body
+        if name == "RFC822":
+            return lambda i, f, r, p: b"RFC822 " + _content(_need_raw(r))
+        if name == "RFC822.HEADER":
+            header = Section(text="HEADER")
+            return lambda i, f, r, p: b"RFC822.HEADER " + _content(_need_parsed(p).section(header))
+        if name == "RFC822.TEXT":
+            text = Section(text="TEXT")
+            return lambda i, f, r, p: b"RFC822.TEXT " + _content(_need_parsed(p).section(text))
+        raise ValueError(f"unknown FETCH item {name!r}")
 
 
 def _content(data: bytes) -> bytes:
