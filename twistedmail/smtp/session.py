@@ -462,8 +462,27 @@ class SMTPSession(FramedProtocol):
         if not self._esmtp and mail != MailFrom(mail.sender):
             self._send(replies.UNKNOWN_PARAMETER)  # parameters need EHLO
             return
+        if self._user is not None and mail.sender and not self._may_send_as(mail.sender):
+            self._send(replies.SENDER_NOT_OWNED)
+            return
         self._tx = _Transaction(mail)
         self._send(replies.SENDER_OK)
+
+    def _may_send_as(self, sender: str) -> bool:
+        """
+        RFC 6409 §8.1: an authenticated user sends as an address of one of
+        our domains only if mail to it reaches them alone (their address, a
+        +tag, an alias of theirs), so one user cannot impersonate another.
+        Addresses of other domains are not ours to police (a user may send
+        as their address elsewhere); the receiving side checks SPF/DKIM.
+        """
+        try:
+            users = self.factory.accounts.resolve(sender)
+        except RelayDenied:
+            return True
+        except (NoSuchUser, ValueError):
+            return False
+        return bool(users == (self._user,))
 
     def do_rcpt(self, arg: str) -> None:
         tx = self._tx
