@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import stat
+from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from twistedmail.http.compose import build, draft_from_json
 from twistedmail.http.errors import ApiError
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
-from twistedmail.model import Address
+from twistedmail.model import Address, Envelope, Recipient
+from twistedmail.outbound import dsn
+from twistedmail.outbound.dsn import Action, Report
 from twistedmail.service import PROTOCOLS, make_service
 from twistedmail.store.memory import MemoryStore
 from twistedmail.tls import self_signed_paths, server_tls_options
@@ -416,3 +419,38 @@ def test_quoted_printable_local_parts_still_parse() -> None:
     assert Address.parse('"john smith"@example.test').local == '"john smith"'
     assert Address.parse('"a\\"b"@example.test').local == '"a\\"b"'
     assert Address.parse("j\u00f6rg@example.test").local == "j\u00f6rg"
+
+
+# --- DSNs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("breaker", ["\r\n", "\n", "\r", "\x85", "\u2028"])
+def test_dsn_text_from_remote_servers_cannot_inject_headers(breaker: str) -> None:
+    """
+    The diagnostic, remote MTA name, ENVID and ORCPT come from strangers
+    (a remote server's reply, xtext-decoded MAIL/RCPT parameters).
+    """
+    recipient = Recipient("bob@remote.test", orcpt=f"rfc822;bob@remote.test{breaker}X-Injected: 1")
+    envelope = Envelope(ALICE, (recipient,), envid=f"id{breaker}X-Injected: 2")
+    report = Report(
+        recipient,
+        Action.FAILED,
+        "5.1.1",
+        diagnostic=f"550 5.1.1 no such user{breaker}X-Injected: 3{breaker}{breaker}body",
+        remote_mta=f"mx.remote.test{breaker}X-Injected: 4",
+    )
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    raw = dsn.build(
+        hostname=HOSTNAME,
+        envelope=envelope,
+        reports=[report],
+        message=b"Subject: hi\r\n\r\nhello\r\n",
+        arrival=now,
+        now=now,
+    )
+    text = raw.decode("utf-8")
+    assert "\nX-Injected" not in text.replace("\r\n", "\n").replace("\r", "\n")
+    assert all(line in text for line in ("Diagnostic-Code: smtp; 550 5.1.1 no such user",))
+    parsed = message_from_bytes(raw, policy=email.policy.default)
+    for part in parsed.walk():
+        assert "X-Injected" not in part

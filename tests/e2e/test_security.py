@@ -15,6 +15,7 @@ import os
 import random
 import smtplib
 import socket
+import ssl
 import stat
 import subprocess
 import threading
@@ -330,6 +331,18 @@ def test_every_listener_offers_tls(host: MailHost) -> None:
     status, headers, _ = http_call(host, "GET", "/healthz", secure=True)
     assert status == 200
     assert headers["Strict-Transport-Security"]
+    # Nothing older than TLS 1.2 (RFC 8996).
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1
+    for role in ("submissions", "imaps", "https"):
+        with (
+            socket.create_connection((LOOPBACK, found[role]), timeout=WAIT) as sock,
+            pytest.raises(ssl.SSLError),
+        ):
+            old.wrap_socket(sock).close()
 
 
 # --- Passwords ------------------------------------------------------------------------------
