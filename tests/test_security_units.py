@@ -21,7 +21,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
 from twistedmail.accounts import Accounts, make_portal
@@ -454,3 +457,33 @@ def test_dsn_text_from_remote_servers_cannot_inject_headers(breaker: str) -> Non
     parsed = message_from_bytes(raw, policy=email.policy.default)
     for part in parsed.walk():
         assert "X-Injected" not in part
+
+
+# --- IMAP before login ------------------------------------------------------------------------
+
+
+def test_imap_strangers_cannot_make_the_server_buffer_big_literals(tmp_path: Path) -> None:
+    clock = task.Clock()
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    accounts.add_user(ALICE, PASSWORD)
+    portal = make_portal(accounts, MemoryStore(), clock)
+    settings = ImapSettings(allow_plaintext_login_on_loopback=True)
+    factory = IMAPFactory(settings, portal, HOSTNAME, None, False, clock, None)
+    session = factory.session(secure=False)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+    session.makeConnection(transport)
+    transport.clear()
+    for command in (b"a APPEND INBOX {40000000}", b"b LOGIN {999999}", b"c ID ({100000}"):
+        session.dataReceived(command + b"\r\n")
+        answer = transport.value()
+        transport.clear()
+        assert b"[TOOBIG]" in answer and b"+ " not in answer, (command, answer)
+    session.dataReceived(b"d LOGIN {%d}\r\n" % len(ALICE))  # a small one is fine
+    assert transport.value().startswith(b"+ ")
+    session.dataReceived(ALICE.encode() + b' "' + PASSWORD.encode() + b'"\r\n')
+    assert b"d OK" in transport.value()
+    transport.clear()
+    session.dataReceived(b"e APPEND INBOX {40000000}\r\n")  # logged in: up to APPENDLIMIT
+    assert transport.value().startswith(b"+ ")
+    transport.loseConnection()
+    session.connectionLost(None)

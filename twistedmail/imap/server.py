@@ -44,6 +44,8 @@ class ImapSettings:
     idle_timeout: float = 1800.0
     max_literal_size: int = 50_000_000
     max_command_size: int = 1_000_000
+    #: Before login every command, literals included, stays this small.
+    max_unauthenticated_command_size: int = 16_384
     max_line_length: int = 65_536
     max_connections_per_user: int = 20
     #: Sessions in total and from one client address, logged in or not: a

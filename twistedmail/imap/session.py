@@ -336,8 +336,14 @@ class IMAPSession(LineReceiver):
             if _APPEND.match(first)
             else self.settings.max_command_size
         )
+        total = limit + self.settings.max_command_size
+        if self.state is State.NOT_AUTHENTICATED:
+            # A stranger gets no big buffer: LOGIN needs a few hundred octets,
+            # and without this an unauthenticated APPEND literal would be read
+            # into memory (up to max_literal_size) before "Log in first".
+            limit = total = self.settings.max_unauthenticated_command_size
         size = int(digits) if len(digits) <= _MAX_DIGITS else -1
-        if size < 0 or size > limit or self._size + size > limit + self.settings.max_command_size:
+        if size < 0 or size > limit or self._size + size > total:
             reply = (
                 no("Literal too large", "TOOBIG")
                 if _APPEND.match(first)
