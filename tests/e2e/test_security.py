@@ -345,6 +345,31 @@ def test_every_listener_offers_tls(host: MailHost) -> None:
             old.wrap_socket(sock).close()
 
 
+def test_starttls_discards_plaintext_pipelined_after_it(host: MailHost) -> None:
+    """RFC 3207 §4.2, RFC 3501 §6.2.1 (CVE-2011-0411): no injected commands."""
+    found = ports(host)
+    context = https_context(host)
+    with socket.create_connection((LOOPBACK, found["smtp"]), timeout=WAIT) as sock:
+        plain = sock.makefile("rb")
+        assert plain.readline().startswith(b"220")
+        sock.sendall(b"EHLO x\r\n")
+        while plain.readline()[3:4] != b" ":
+            pass
+        sock.sendall(b"STARTTLS\r\nNOOP injected\r\n")
+        assert plain.readline().startswith(b"220")
+        with context.wrap_socket(sock) as secure:
+            secure.sendall(b"HELP\r\n")
+            assert secure.makefile("rb").readline().startswith(b"214")  # not NOOP's 250
+    with socket.create_connection((LOOPBACK, found["imap"]), timeout=WAIT) as sock:
+        plain = sock.makefile("rb")
+        assert plain.readline().startswith(b"* OK")
+        sock.sendall(b"a STARTTLS\r\nb NOOP\r\n")
+        assert plain.readline().startswith(b"a OK")
+        with context.wrap_socket(sock) as secure:
+            secure.sendall(b"c NOOP\r\n")
+            assert secure.makefile("rb").readline().startswith(b"c OK")
+
+
 # --- Passwords ------------------------------------------------------------------------------
 
 
