@@ -7,6 +7,7 @@ FETCH, STORE, COPY and their UID forms, with UNSELECT (RFC 3691), MOVE
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 from twistedmail.imap.dispatch import AUTH, SELECTED, CommandSpec
@@ -108,11 +109,12 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
     seen_renderer = FetchRenderer([*atts, FetchAtt("FLAGS")]) if not has_flags else renderer
     body, parse, header = needs_body(atts), needs_parse(atts), header_only(atts)
     loader = Loader(session, view, account)
-    infos, recent = view.infos, view.recent
+    infos, recent, numbers = view.infos, view.recent, view.uids
     with_recent: dict[frozenset[str], frozenset[str]] = {}
     vanished = False
     out: list[bytes] = []
     pending = 0
+    at = 0  # where the next UID usually is in `numbers` (both ascend)
     for uid in uids:
         if pending > _CHUNK:
             # Flow control: wait for a slow client, let other sessions run.
@@ -125,25 +127,23 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
             continue
         raw = parsed = None
         if body:
-            try:
-                if not parse:
-                    parsed = loader.cached(uid, False)
-                    raw = parsed.raw if parsed is not None else await loader.raw(uid)
-                    parsed = None
-                else:
-                    parsed = loader.cached(uid, header)
-                    if parsed is None:
-                        parsed = await (loader.header(uid) if header else loader.parsed(uid))
-                    raw = parsed.raw if parsed.complete else None
-            except NoSuchMessage:
-                vanished = True  # expunged by another session, not yet announced
-                continue
-            info = infos.get(uid, info)
+            found = loader.cached_content(uid, parse, header)
+            if found is None:
+                try:
+                    found = await loader.content(uid, parse, header)
+                except NoSuchMessage:
+                    vanished = True  # expunged by another session, not yet announced
+                    continue
+                info = infos.get(uid, info)
+            raw, parsed = found
         flags = info.flags
         if uid in recent:
             flags = with_recent.get(flags) or with_recent.setdefault(flags, flags | {RECENT})
         render = seen_renderer if uid in seen_now else renderer
-        line = b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), render.render(info, flags, raw, parsed))
+        if at >= len(numbers) or numbers[at] != uid:
+            at = bisect.bisect_left(numbers, uid)
+        at += 1
+        line = b"* %d FETCH (%s)\r\n" % (at, render.render(info, flags, raw, parsed))
         out.append(line)
         pending += len(line)
     if out:

@@ -183,6 +183,9 @@ class FetchRenderer:
     def __init__(self, atts: Sequence[FetchAtt]) -> None:
         self._flag_text: dict[frozenset[str], bytes] = {}
         self._items = [self._item(att) for att in atts]
+        #: ``FETCH n (FLAGS)`` depends on the flags alone.
+        self._flags_only = [att.name for att in atts] == ["FLAGS"]
+        self._flags_item: dict[frozenset[str], bytes] = {}
 
     def flags(self, flags: frozenset[str]) -> bytes:
         """``flags`` as a parenthesised list (see `flags_text`)."""
@@ -199,7 +202,15 @@ class FetchRenderer:
         parsed: FetchableMessage | None,
     ) -> bytes:
         """Like `render_fetch_items`, with the ``flags`` to report given apart."""
-        return b" ".join([item(info, flags, raw, parsed) for item in self._items])
+        if self._flags_only:
+            found = self._flags_item.get(flags)
+            if found is None:
+                found = self._flags_item[flags] = b"FLAGS " + self.flags(flags)
+            return found
+        items = self._items
+        if len(items) == 1:
+            return items[0](info, flags, raw, parsed)
+        return b" ".join([item(info, flags, raw, parsed) for item in items])
 
     def _item(self, att: FetchAtt) -> _Item:
         name = att.name
