@@ -777,6 +777,44 @@ def test_envelope_and_bodystructure_are_computed_once() -> None:
     assert parsed.bodystructure(False) != parsed.bodystructure(True)
 
 
+_HEADER_VALUES = st.lists(
+    st.sampled_from(
+        [
+            "Stra\u00dfe",
+            "STRASSE",
+            "\u212aelvin",
+            "kelvin",
+            "=?utf-8?q?Gr=C3=BC=C3=9Fe?=",
+            "=?x?b?@@?=",
+            "=?iso-8859-1?q?caf=E9?=",
+            " ",
+            "\r\n ",
+            "\u017fs",
+            "Re:",
+            "Quarterly",
+            "caf\u00e9",
+            "a",
+        ]
+    )
+    | st.text(max_size=6),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_HEADER_VALUES, max_size=3),
+    st.sampled_from(["", "ss", "k", "\u00df", "caf\u00e9", "e", "grüße", "re: q", "strasse"])
+    | st.text(max_size=3),
+)
+def test_header_contains_is_searching_the_decoded_values(values: list[str], needle: str) -> None:
+    raw = b"".join(b"Subject: " + v.encode("utf-8", "surrogatepass") + b"\r\n" for v in values)
+    parsed = ParsedMessage.parse(raw + b"\r\nbody")
+    folded = needle.casefold()
+    expected = any(folded in v.casefold() for v in parsed.header("subject"))
+    assert parsed.header_contains("subject", folded) == expected
+
+
 def test_deep_nesting_is_bounded() -> None:
     raw = b"Content-Type: message/rfc822\r\n\r\n" * 500 + b"body"
     parsed = ParsedMessage.parse(raw)

@@ -232,6 +232,27 @@ class ParsedMessage:
         """Every top-level ``name`` field, unfolded and RFC 2047-decoded."""
         return [decode_header_value(v) for v in self.root.values(name)]
 
+    def header_contains(self, name: str, needle: str) -> bool:
+        """
+        Whether a top-level ``name`` field, decoded as `header` decodes it,
+        contains ``needle`` (already case-folded) ignoring case.
+
+        The same answer as searching `header`, faster for the common case:
+        a plain ASCII value is compared as bytes, where case-folding is
+        lower-casing and nothing needs decoding.
+        """
+        plain = needle.encode("ascii") if needle.isascii() else None
+        for raw in self.root.values(name):
+            value = raw.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b"")
+            value = value.strip(b" \t")
+            if value.isascii() and b"=?" not in value:
+                # ASCII text cannot hold a non-ASCII needle.
+                if plain is not None and plain in value.lower():
+                    return True
+            elif needle in decode_words(_text(value)).casefold():
+                return True
+        return False
+
     def headers(self) -> list[tuple[str, str]]:
         """Every top-level field as (lower-cased name, decoded value)."""
         raw = self.raw

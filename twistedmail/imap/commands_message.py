@@ -230,7 +230,8 @@ async def search(session: IMAPSession, command: Command) -> Reply:
 
     loader = Loader(session, view, account)
     # Header keys need only the header: no whole (maybe 20 MB) message read.
-    get = loader.parsed if needs_text(args.key) else loader.header
+    header = not needs_text(args.key)
+    get = loader.header if header else loader.parsed
 
     async def load(uid: int) -> ParsedMessage | None:
         try:
@@ -238,7 +239,10 @@ async def search(session: IMAPSession, command: Command) -> Reply:
         except NoSuchMessage:
             return None
 
-    uids = await evaluate(view, args.key, load, session.flow.ready)
+    def cached(uid: int) -> ParsedMessage | None:
+        return loader.cached(uid, header)
+
+    uids = await evaluate(view, args.key, load, session.flow.ready, cached)
     modseq = _uses_modseq(args.key)
     if modseq:
         session.condstore = True
