@@ -29,7 +29,7 @@ from twisted.internet.threads import deferToThread
 
 from twistedmail.accounts import Accounts, make_portal
 from twistedmail.config import load_config
-from twistedmail.http.compose import build, draft_from_json
+from twistedmail.http.compose import build, draft_from_json, draft_from_multipart
 from twistedmail.http.errors import ApiError
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
@@ -487,3 +487,19 @@ def test_imap_strangers_cannot_make_the_server_buffer_big_literals(tmp_path: Pat
     assert transport.value().startswith(b"+ ")
     transport.loseConnection()
     session.connectionLost(None)
+
+
+def test_a_form_with_too_many_parts_is_refused_before_parsing() -> None:
+    """100,000 tiny parts took the stdlib parser half a minute on the reactor."""
+    parts = b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="x%d"\r\n\r\nv\r\n' % n
+        for n in range(100_000)
+    )
+    with pytest.raises(ApiError) as info:
+        draft_from_multipart(b"multipart/form-data; boundary=b", parts + b"--b--\r\n")
+    assert info.value.status == 400
+    fine = (
+        f'--b\r\nContent-Disposition: form-data; name="from"\r\n\r\n{ALICE}\r\n'
+        f'--b\r\nContent-Disposition: form-data; name="to"\r\n\r\n{ALICE}\r\n--b--\r\n'
+    ).encode()
+    assert draft_from_multipart(b"multipart/form-data; boundary=b", fine).sender.address == ALICE

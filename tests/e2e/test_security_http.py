@@ -405,3 +405,33 @@ def test_the_event_stream_carries_only_the_callers_changes(host: MailHost) -> No
         assert not any(b"alice" in event for event in events), events
     finally:
         connection.close()
+
+
+def test_big_and_many_part_forms(host: MailHost) -> None:
+    """A big form is parsed off the reactor thread and arrives whole; a swarm of parts is a 400."""
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    blob = bytes(range(256)) * 1050  # 262 KiB: over the thread threshold, under MAX_UPLOAD
+    form = (
+        (
+            f'--b\r\nContent-Disposition: form-data; name="from"\r\n\r\n{BOB}\r\n'
+            f'--b\r\nContent-Disposition: form-data; name="to"\r\n\r\n{BOB}\r\n'
+            '--b\r\nContent-Disposition: form-data; name="subject"\r\n\r\nbig-form\r\n'
+            '--b\r\nContent-Disposition: form-data; name="attachments"; filename="blob.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + blob
+        + b"\r\n--b--\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    status, _, body = http_call(host, "POST", "/api/messages", form, token=token, headers=headers)
+    assert status == 201, body
+    raw = wait_for_subject(host, BOB, BOB_PASSWORD, "big-form")
+    (attachment,) = [p for p in parse(raw).walk() if p.get_filename() == "blob.bin"]
+    assert attachment.get_payload(decode=True) == blob
+    swarm = b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="x%d"\r\n\r\nv\r\n' % n for n in range(5000)
+    )
+    status, _, body = http_call(
+        host, "POST", "/api/messages", swarm + b"--b--\r\n", token=token, headers=headers
+    )
+    assert status == 400 and b"too_many_parts" in body, body

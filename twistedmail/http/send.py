@@ -11,10 +11,16 @@ rest exactly as for a message submitted over SMTP.  Only then is a copy
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from twistedmail.http.auth import client_ip
 from twistedmail.http.compose import build, draft_from_json, draft_from_multipart
+from twistedmail.http.context import ApiContext
 from twistedmail.http.errors import ApiError, from_store_error
 from twistedmail.http.mailboxes import find_special
 from twistedmail.http.routing import Call, Reply, json_reply
@@ -24,15 +30,21 @@ from twistedmail.routing import RemoteRoute, Route, route
 
 log = Logger()
 
+#: Request bodies above this are parsed and built in the thread pool.
+_THREAD_ABOVE = 256 * 1024
+
+_T = TypeVar("_T")
+
 
 async def send_message(call: Call) -> Reply:
     ctx, request = call.ctx, call.request
     content_type = request.getHeader(b"content-type") or b""
     kind = content_type.split(b";")[0].strip().lower()
+    big = len(call.body_bytes) > _THREAD_ABOVE
     if kind == b"application/json":
         draft = draft_from_json(call.json())
     elif kind == b"multipart/form-data":
-        draft = draft_from_multipart(content_type, call.body_bytes)
+        draft = await _work(ctx, big, draft_from_multipart, content_type, call.body_bytes)
     else:
         raise ApiError(
             415, "unsupported_media_type", "Send application/json or multipart/form-data."
@@ -61,7 +73,7 @@ async def send_message(call: Call) -> Reply:
         routes.append(decided)
     now = ctx.clock.seconds()
     hostname = ctx.settings.hostname
-    message, message_id = build(draft, now, hostname, with_bcc=False)
+    message, message_id = await _work(ctx, big, build, draft, now, hostname, False)
     protocol = "HTTPS" if request.isSecure() else "HTTP"
     trace = (
         f"Received: from [{client_ip(request)}] by {hostname} (twistedmail) "
@@ -84,7 +96,9 @@ async def send_message(call: Call) -> Reply:
         msgid=message_id,
         count=len(routes),
     )
-    sent_copy = await _keep_copy(call, build(draft, now, hostname, with_bcc=True)[0])
+    sent_copy = await _keep_copy(
+        call, (await _work(ctx, big, build, draft, now, hostname, True))[0]
+    )
     return json_reply(
         {
             "message_id": message_id,
@@ -94,6 +108,18 @@ async def send_message(call: Call) -> Reply:
         },
         201,
     )
+
+
+async def _work(ctx: ApiContext, big: bool, f: Callable[..., _T], *args: Any) -> _T:
+    """
+    ``f(*args)``, in the thread pool for a big request: parsing a large
+    multipart body and building a large MIME message take the stdlib a
+    second or more, which on the reactor thread would pause every session.
+    """
+    if not big or not IReactorThreads.providedBy(ctx.reactor):
+        return f(*args)
+    result: _T = await deferToThreadPool(ctx.reactor, ctx.reactor.getThreadPool(), f, *args)
+    return result
 
 
 def _date(message: bytes) -> str:
