@@ -174,20 +174,23 @@ async def store(session: IMAPSession, command: Command) -> Reply:
         if session.condstore:
             atts.append(FetchAtt("MODSEQ"))
         renderer = FetchRenderer(atts)
-        infos, recent = view.infos, view.recent
+        infos, recent, numbers = view.infos, view.recent, view.uids
         out: list[bytes] = []
+        at = 0  # as in fetch
         for uid in uids:
             info = infos.get(uid)
             if info is None or uid in failed:
                 continue
             shown = info.flags | {RECENT} if uid in recent else info.flags
-            data = renderer.render(info, shown, None, None)
-            out.append(b"* %d FETCH (%s)\r\n" % (view.seq_of(uid), data))
+            if at >= len(numbers) or numbers[at] != uid:
+                at = bisect.bisect_left(numbers, uid)
+            at += 1
+            out.append(b"* %d FETCH (%s)\r\n" % (at, renderer.render(info, shown, None, None)))
         if out:
             session.write(b"".join(out))
     if failed:
-        numbers = failed if command.uid else {view.seq_of(u) for u in failed}
-        return ok("Conditional STORE failed for some", "MODIFIED " + uid_set(numbers).decode())
+        modified = failed if command.uid else {view.seq_of(u) for u in failed}
+        return ok("Conditional STORE failed for some", "MODIFIED " + uid_set(modified).decode())
     return ok(f"{command.name} completed")
 
 

@@ -122,9 +122,10 @@ class SelectedMailbox:
                     self.uidnext = max(self.uidnext, info.uid + 1)
                 self.highestmodseq = max(self.highestmodseq, info.modseq)
         elif isinstance(event, FlagsChanged):
-            for info in event.messages:
-                self._flags[info.uid] = info
-                self.highestmodseq = max(self.highestmodseq, info.modseq)
+            if event.messages:
+                self._flags.update((info.uid, info) for info in event.messages)
+                top = max(info.modseq for info in event.messages)
+                self.highestmodseq = max(self.highestmodseq, top)
         elif isinstance(event, MessagesExpunged):
             for uid in event.uids:
                 if self._added.pop(uid, None) is None:
@@ -138,13 +139,18 @@ class SelectedMailbox:
         Take in flag changes this session made and reports itself (STORE,
         FETCH setting ``\\Seen``), so they are not announced a second time.
         """
+        known, flags = self.infos, self._flags
+        top = self.highestmodseq
         for info in infos:
-            if info.uid in self.infos:
-                self.infos[info.uid] = info
-            pending = self._flags.get(info.uid)
+            uid = info.uid
+            if uid in known:
+                known[uid] = info
+            pending = flags.get(uid)
             if pending is not None and pending.modseq <= info.modseq:
-                del self._flags[info.uid]
-            self.highestmodseq = max(self.highestmodseq, info.modseq)
+                del flags[uid]
+            if info.modseq > top:
+                top = info.modseq
+        self.highestmodseq = top
 
     def expunge_pending(self, uid: int) -> bool:
         """Whether ``uid`` was expunged elsewhere and this client not yet told."""
