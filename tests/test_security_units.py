@@ -503,3 +503,15 @@ def test_a_form_with_too_many_parts_is_refused_before_parsing() -> None:
         f'--b\r\nContent-Disposition: form-data; name="to"\r\n\r\n{ALICE}\r\n--b--\r\n'
     ).encode()
     assert draft_from_multipart(b"multipart/form-data; boundary=b", fine).sender.address == ALICE
+
+
+def test_a_million_recipients_or_attachments_are_refused_before_parsing() -> None:
+    """Parsing a million addresses one by one kept the reactor busy for 20 s."""
+    many = [f"a{n}@example.test" for n in range(1_000_000)]
+    for field in ("to", "cc", "bcc"):
+        with pytest.raises(ApiError) as info:
+            draft_from_json({"from": ALICE, "to": [ALICE], field: many})
+        assert info.value.status == 400
+    attachments = [{"filename": "a", "content_type": "text/plain", "data": ""}] * 100_000
+    with pytest.raises(ApiError):
+        draft_from_json({"from": ALICE, "to": [ALICE], "attachments": attachments})

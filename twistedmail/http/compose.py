@@ -86,6 +86,8 @@ def draft_from_json(body: dict[str, Any]) -> Draft:
     raw = body.get("attachments", [])
     if not isinstance(raw, list):
         raise ApiError.bad("attachments", "attachments must be a list")
+    if len(raw) > MAX_FORM_PARTS:
+        raise ApiError.bad("attachments", f"at most {MAX_FORM_PARTS} attachments")
     for n, item in enumerate(raw):
         name = f"attachments[{n}]"
         if not isinstance(item, dict) or not isinstance(item.get("data"), str):
@@ -194,6 +196,8 @@ def _addresses(body: dict[str, Any], name: str) -> list[Mailbox]:
         value = [value]
     if not isinstance(value, list):
         raise ApiError.bad(name, f"{name} must be a list of addresses")
+    if len(value) > MAX_RECIPIENTS:  # before parsing a million of them
+        raise ApiError.bad(name, f"at most {MAX_RECIPIENTS} recipients")
     return [_address(a, f"{name}[{n}]") for n, a in enumerate(value)]
 
 

@@ -42,7 +42,7 @@ async def send_message(call: Call) -> Reply:
     kind = content_type.split(b";")[0].strip().lower()
     big = len(call.body_bytes) > _THREAD_ABOVE
     if kind == b"application/json":
-        draft = draft_from_json(call.json())
+        draft = await _work(ctx, big, lambda: draft_from_json(call.json()))
     elif kind == b"multipart/form-data":
         draft = await _work(ctx, big, draft_from_multipart, content_type, call.body_bytes)
     else:
