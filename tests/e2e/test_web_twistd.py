@@ -1,0 +1,348 @@
+"""
+Issue 6's "done when", literally: a real ``twistd -n twistedmail`` per store
+backend, its users added with the real ``twistedmail user add`` command while
+it runs, then
+
+- a script that has only ``curl`` (the real binary, HTTP Basic) does
+  everything the API offers: folders, send, list, read parsed and raw, flag,
+  move, delete, download an attachment of a message that came in over SMTP,
+  the OpenAPI document and the health check;
+- headless Chromium, through the standard-library WebDriver client, uses the
+  page served by the same daemon: logs in, reads a message smtplib delivered
+  to the daemon's MX port, sends one to itself, sees it arrive live, logs out.
+
+Both stories share one daemon per backend (module-scoped fixture) and use
+different users, so neither sees the other's mail.  Everything here blocks
+(the daemon is another process); every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.e2e.daemon_harness import LOOPBACK, WAIT, MailHost, wait_until
+from tests.e2e.test_twistd import listeners_reported
+from tests.http.http_webdriver import Browser, missing
+
+DOMAIN = "example.test"
+SCRIPT_USER = "script@example.test"
+WEB_USER = "web@example.test"
+PASSWORDS = {SCRIPT_USER: "curl can do it all", WEB_USER: "clicky clicky"}
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
+
+CURL = shutil.which("curl")
+
+
+@dataclass
+class Web:
+    """The daemon of one backend and where its listeners are."""
+
+    host: MailHost
+    http: int
+
+    @property
+    def base(self) -> str:
+        return f"http://{LOOPBACK}:{self.http}"
+
+
+@pytest.fixture(scope="module", params=["memory", "maildir"])
+def web(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    storage = str(request.param)
+    host = MailHost(
+        tmp_path_factory.mktemp(f"web-{storage}"),
+        DOMAIN,
+        storage=storage,
+        extra={"listeners": {"http": f"tcp:0:interface={LOOPBACK}"}},
+    )
+    host.start()
+    try:
+        # The admin adds the users to the running daemon, which reloads its accounts.
+        for user, password in PASSWORDS.items():
+            said = host.cli("user", "add", user, "--password-stdin", stdin=password + "\n")
+            assert said.strip() == f"Added user {user}."
+        assert host.daemon is not None
+        port = listeners_reported(host.daemon.lines).get("http")
+        assert port, host.log()
+        yield Web(host, port)
+    finally:
+        host.stop()
+    log = host.log()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+def smtp_deliver(web: Web, message: EmailMessage) -> None:
+    """In over the MX port, as a stranger's server would bring it."""
+    with smtplib.SMTP(LOOPBACK, web.host.smtp_port, timeout=WAIT) as client:
+        client.send_message(message)
+
+
+def plain(subject: str, to: str, body: str, sender: str = "carol@remote.test") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f"Carol <{sender}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = "Fri, 27 Nov 2026 07:00:00 +0000"
+    message.set_content(body)
+    return message
+
+
+# --- The script's story: curl ------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    headers: str
+    body: bytes
+
+    def json(self) -> Any:
+        assert self.content_type.startswith("application/json"), self
+        return json.loads(self.body)
+
+
+class Curl:
+    """The curl binary against one daemon, as one user (HTTP Basic)."""
+
+    def __init__(self, web: Web, user: str, workdir: Path) -> None:
+        self.web = web
+        self.user = user
+        self.workdir = workdir
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *extra: str,
+        auth: bool = True,
+    ) -> Answer:
+        assert CURL is not None
+        out = self.workdir / "body"
+        head = self.workdir / "head"
+        args = [CURL, "-sS", "-X", method, "-o", str(out), "-D", str(head)]
+        args += ["-w", "%{http_code} %{content_type}", "--max-time", str(int(WAIT))]
+        if auth:
+            args += ["-u", f"{self.user}:{PASSWORDS[self.user]}"]
+        if body is not None:
+            args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+        args += [*extra, self.web.base + path]
+        result = subprocess.run(
+            args,
+            input=json.dumps(body).encode() if body is not None else b"",
+            capture_output=True,
+            timeout=WAIT * 2,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        status, _, content_type = result.stdout.decode().partition(" ")
+        return Answer(
+            int(status),
+            content_type,
+            head.read_text("latin-1") if head.exists() else "",
+            out.read_bytes() if out.exists() else b"",
+        )
+
+    def ok(self, method: str, path: str, body: object = None, status: int = 200) -> Any:
+        answer = self(method, path, body)
+        assert answer.status == status, answer
+        return answer.json() if answer.body else None
+
+
+def box(name: str) -> str:
+    return "/api/mailboxes/" + quote(name, safe="")
+
+
+def subjects(curl: Curl, mailbox: str) -> list[str]:
+    return [m["subject"] for m in curl.ok("GET", box(mailbox) + "/messages")["messages"]]
+
+
+def test_a_script_does_everything_with_curl(web: Web, tmp_path: Path) -> None:
+    curl = Curl(web, SCRIPT_USER, tmp_path)
+
+    # No credentials, wrong ones: 401 in JSON.  Health and the contract need none.
+    refused = curl("GET", "/api/mailboxes", auth=False)
+    assert refused.status == 401 and refused.json()["error"]["code"]
+    assert curl("GET", "/healthz", auth=False).status == 200
+    spec = curl("GET", "/api/openapi.json", auth=False).json()
+    assert spec["openapi"].startswith("3.")
+    for route in ("/api/mailboxes/{mailbox}/messages/{uid}/attachments/{n}", "/api/messages"):
+        assert route in spec["paths"]
+
+    # Who am I; the standard folders exist.
+    assert curl.ok("GET", "/api/session")["user"] == SCRIPT_USER
+    names = {m["name"]: m for m in curl.ok("GET", "/api/mailboxes")["mailboxes"]}
+    assert {"INBOX", "Sent", "Trash"} <= set(names)
+    assert names["Sent"]["special_use"] == "sent"
+
+    # Create, rename and delete a folder.
+    curl.ok("POST", "/api/mailboxes", {"name": "Projects"}, status=201)
+    assert curl("POST", "/api/mailboxes", {"name": "Projects"}).status == 409
+    curl.ok("PATCH", box("Projects"), {"name": "Archive 2026"})
+    listed = [m["name"] for m in curl.ok("GET", "/api/mailboxes")["mailboxes"]]
+    assert "Archive 2026" in listed and "Projects" not in listed
+    curl.ok("POST", "/api/mailboxes", {"name": "Keep"}, status=201)
+    assert curl("DELETE", box("Archive 2026")).status == 204
+    assert "Archive 2026" not in [m["name"] for m in curl.ok("GET", "/api/mailboxes")["mailboxes"]]
+
+    # Send to ourselves with JSON: delivered locally, a copy in Sent.
+    sent = curl.ok(
+        "POST",
+        "/api/messages",
+        {
+            "from": SCRIPT_USER,
+            "to": [SCRIPT_USER],
+            "subject": "Note to self",
+            "text": "Sent with curl.\n",
+        },
+        status=201,
+    )
+    assert sent["local_deliveries"] == 1 and sent["sent"]["mailbox"] == "Sent"
+    assert subjects(curl, "Sent") == ["Note to self"]
+    [listed_message] = curl.ok("GET", box("INBOX") + "/messages")["messages"]
+    assert listed_message["subject"] == "Note to self" and not listed_message["seen"]
+    uid = listed_message["uid"]
+    url = f"{box('INBOX')}/messages/{uid}"
+
+    # Parsed and raw.
+    parsed = curl.ok("GET", url)
+    assert parsed["from"]["address"] == SCRIPT_USER
+    assert parsed["text"].strip() == "Sent with curl."
+    raw = curl("GET", url + "/raw")
+    assert raw.status == 200 and raw.content_type.startswith("message/rfc822")
+    assert (
+        b"Subject: Note to self" in raw.body
+        and b"\r\nReceived: from [127.0.0.1] by example.test" in raw.body
+    )
+
+    # Flag it, find it by flag, move it, delete it (to Trash, then for good).
+    assert "\\Flagged" in curl.ok("PATCH", url, {"flagged": True, "seen": True})["flags"]
+    flagged = curl.ok("GET", box("INBOX") + "/messages?flagged=true")["messages"]
+    assert [m["uid"] for m in flagged] == [uid]
+    moved = curl.ok("PATCH", url, {"mailbox": "Keep"})
+    assert moved["mailbox"] == "Keep" and "\\Flagged" in moved["flags"]
+    assert curl("GET", url).status == 404
+    kept = f"{box('Keep')}/messages/{moved['uid']}"
+    trashed = curl.ok("DELETE", kept)
+    assert trashed["deleted"] == "trash" and trashed["mailbox"] == "Trash"
+    gone = curl.ok("DELETE", f"{box('Trash')}/messages/{trashed['uid']}")
+    assert gone["deleted"] == "permanent"
+    assert subjects(curl, "Trash") == [] and subjects(curl, "Keep") == []
+
+    # A multipart message from outside, over SMTP; its attachment downloaded
+    # with curl -OJ, which names the file from Content-Disposition.
+    message = plain("Quarterly report", SCRIPT_USER, "The report is attached.")
+    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="report Q3.pdf")
+    smtp_deliver(web, message)
+    arrived = wait_until(
+        lambda: curl.ok("GET", box("INBOX") + "/messages")["messages"], "the report in INBOX"
+    )
+    assert arrived[0]["has_attachments"] and arrived[0]["from"]["address"] == "carol@remote.test"
+    report = curl.ok("GET", arrived[0]["url"])
+    [attachment] = report["attachments"]
+    assert attachment["filename"] == "report Q3.pdf"
+    assert attachment["content_type"] == "application/pdf" and attachment["size"] == len(PDF)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    credentials = f"{SCRIPT_USER}:{PASSWORDS[SCRIPT_USER]}"
+    got = subprocess.run(
+        [CURL or "curl", "-sS", "-f", "-OJ", "-u", credentials, web.base + attachment["url"]],
+        cwd=downloads,
+        capture_output=True,
+        timeout=WAIT * 2,
+        check=False,
+    )
+    assert got.returncode == 0, got.stderr
+    [saved] = list(downloads.iterdir())
+    assert saved.read_bytes() == PDF
+    assert saved.suffix == ".pdf" and "/" not in saved.name
+
+    # A session token works like Basic, and logging out ends it.
+    login = curl.ok(
+        "POST",
+        "/api/session",
+        {"address": SCRIPT_USER, "password": PASSWORDS[SCRIPT_USER]},
+        status=201,
+    )
+    bearer = ("-H", f"Authorization: Bearer {login['token']}")
+    assert curl("GET", "/api/mailboxes", None, *bearer, auth=False).status == 200
+    assert curl("DELETE", "/api/session", None, *bearer, auth=False).status == 204
+    assert curl("GET", "/api/mailboxes", None, *bearer, auth=False).status == 401
+
+
+if CURL is None:
+    test_a_script_does_everything_with_curl = pytest.mark.skip(reason="curl is not installed")(
+        test_a_script_does_everything_with_curl
+    )
+
+
+# --- The person's story: a browser --------------------------------------------------------
+
+
+def rows(browser: Browser) -> list[str]:
+    found = browser.run(
+        "return Array.from(document.querySelectorAll('.message-row .subject'))"
+        ".map(e => e.textContent)"
+    )
+    return [str(s) for s in found]
+
+
+def fetch_status(browser: Browser, path: str) -> int:
+    """The status the page's own fetch of ``path`` gets (with its cookie, if any)."""
+    script = "const done = arguments[1]; fetch(arguments[0]).then(r => done(r.status));"
+    body = {"script": script, "args": [path]}
+    return int(browser._send("POST", browser.session + "/execute/async", body))
+
+
+@pytest.mark.skipif(missing() is not None, reason=str(missing()))
+def test_a_person_uses_the_page_in_chromium(web: Web) -> None:
+    smtp_deliver(web, plain("Lunch on Friday?", WEB_USER, "Hi, how are you? Lunch on Friday?"))
+    browser = Browser()
+    try:
+        browser.go(web.base + "/")
+        browser.wait_for("!document.getElementById('login-view').hidden")
+        browser.type("#login-address", WEB_USER)
+        browser.type("#login-password", PASSWORDS[WEB_USER])
+        browser.click("#login-submit")
+        browser.wait_for("document.querySelectorAll('.message-row').length === 1")
+        assert browser.text("#whoami") == WEB_USER
+        assert browser.text("#mailboxes li.current .count") == "1"
+
+        # Read the message that came in over SMTP; it is then read, not unread.
+        browser.click(".message-row")
+        browser.wait_for("document.getElementById('reader-body').textContent.includes('Lunch')")
+        assert browser.text("#reader-subject") == "Lunch on Friday?"
+        assert "carol@remote.test" in browser.text("#reader-from")
+        browser.wait_for("!document.querySelector('#mailboxes li.current .count')")
+
+        # Compose to ourselves; it arrives through the live event stream.
+        browser.click("#compose-button")
+        browser.wait_for("document.getElementById('compose-dialog').open")
+        browser.type("#compose-to", WEB_USER)
+        browser.type("#compose-subject", "Sent from the browser")
+        browser.type("#compose-text", "Hello from Chromium")
+        browser.click("#compose-send")
+        browser.wait_for(
+            "Array.from(document.querySelectorAll('.message-row .subject'))"
+            ".some(e => e.textContent.includes('Sent from the browser'))"
+        )
+        assert not browser.run("return document.getElementById('compose-dialog').open")
+        assert len(rows(browser)) == 2
+
+        # Log out: the page asks for a login again, and the session is gone.
+        browser.click("#logout-button")
+        browser.wait_for("!document.getElementById('login-view').hidden")
+        assert fetch_status(browser, "/api/mailboxes") == 401
+    finally:
+        browser.close()
