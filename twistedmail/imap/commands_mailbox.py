@@ -58,13 +58,12 @@ async def select(session: IMAPSession, command: Command) -> Reply:
         view.close()
         raise
     session.select(view)
-    keywords: set[str] = set()
-    first_unseen = 0
-    for seq, uid in enumerate(view.uids, 1):
-        flags = view.infos[uid].flags
-        keywords.update(f for f in flags if f not in SYSTEM_FLAGS)
-        if not first_unseen and SEEN not in flags:
-            first_unseen = seq
+    infos = view.infos
+    # Few distinct flag sets, however many messages (a frozenset keeps its hash).
+    keywords = {f for each in {i.flags for i in infos.values()} for f in each} - SYSTEM_FLAGS
+    first_unseen = next(
+        (seq for seq, uid in enumerate(view.uids, 1) if SEEN not in infos[uid].flags), 0
+    )
     flags = frozenset(SYSTEM_FLAGS | keywords)
     session.untagged(b"FLAGS " + flags_list(flags))
     permanent = b"()" if read_only else flags_list(flags | {"\\*"})

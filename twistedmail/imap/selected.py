@@ -77,9 +77,11 @@ class SelectedMailbox:
         infos: list[MessageInfo] = await self.account.messages(self.name)
         self.uidvalidity = status.uidvalidity
         self.highestmodseq = status.highestmodseq
-        for info in infos:
-            if info.uid not in self._expunged:
-                self.infos[info.uid] = info
+        gone = self._expunged
+        if gone:
+            self.infos.update((i.uid, i) for i in infos if i.uid not in gone)
+        else:
+            self.infos.update((i.uid, i) for i in infos)
         self.uids = sorted(self.infos)
         self._expunged.clear()
         # Messages the events told us about and the listing already had.
