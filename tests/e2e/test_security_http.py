@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.e2e.security_harness import (
     imap_messages,
     ports,
     queue_is_empty,
+    raw_imap,
     security_daemon,
     smtp_send,
     wait_for_subject,
@@ -435,3 +437,47 @@ def test_big_and_many_part_forms(host: MailHost) -> None:
         host, "POST", "/api/messages", swarm + b"--b--\r\n", token=token, headers=headers
     )
     assert status == 400 and b"too_many_parts" in body, body
+
+
+def test_listing_messages_of_many_parts_never_stalls_other_sessions(host: MailHost) -> None:
+    """
+    Anyone may send mail of thousands of tiny MIME parts; listing a page of
+    them must parse off the reactor thread.  Measured as NOOP round trips
+    another session completes meanwhile (see the login flood test).
+    """
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nv\r\n" for _ in range(5000))
+    count = 12
+    for n in range(count):
+        message = (
+            (
+                f"From: {REMOTE}\r\nTo: {BOB}\r\nSubject: parts-{n}\r\nMIME-Version: 1.0\r\n"
+                'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            ).encode()
+            + parts
+            + b"--b--\r\n"
+        )
+        smtp_send(host, [BOB], message)
+    token, _ = http_login(host, BOB, BOB_PASSWORD)
+    listed: list[int] = []
+
+    def list_page() -> None:
+        status, _, body = http_call(
+            host, "GET", "/api/mailboxes/INBOX/messages?limit=50", token=token
+        )
+        listed.append(status)
+        assert b"parts-0" in body
+
+    raw = raw_imap(host)
+    lister = threading.Thread(target=list_page)
+    noops = 0
+    try:
+        lister.start()
+        while lister.is_alive():
+            raw.send(b"N NOOP\r\n")
+            assert raw.until_tagged(b"N")[-1].startswith(b"N OK")
+            noops += 1
+    finally:
+        lister.join()
+        raw.close()
+    assert listed == [200]
+    assert noops >= 10 * count, noops
