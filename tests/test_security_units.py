@@ -31,6 +31,8 @@ from twistedmail.accounts import Accounts, make_portal
 from twistedmail.config import load_config
 from twistedmail.http.compose import build, draft_from_json, draft_from_multipart
 from twistedmail.http.errors import ApiError
+from twistedmail.http.routing import Call
+from twistedmail.imap.parser import CommandError, parse_command
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
 from twistedmail.model import Address, Envelope, Recipient
@@ -515,3 +517,21 @@ def test_a_million_recipients_or_attachments_are_refused_before_parsing() -> Non
     attachments = [{"filename": "a", "content_type": "text/plain", "data": ""}] * 100_000
     with pytest.raises(ApiError):
         draft_from_json({"from": ALICE, "to": [ALICE], "attachments": attachments})
+
+
+# --- Numbers from strangers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, "4294967296"])
+def test_imap_huge_part_numbers_are_a_syntax_error_not_a_crash(digits: str) -> None:
+    """int() of over 4,300 digits raises ValueError: it ended the session."""
+    with pytest.raises(CommandError):
+        parse_command(b"f FETCH 1 BODY[" + digits.encode() + b"]")
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "\u00b2", "\u0661", "4294967296", "0"])
+def test_http_uid_that_is_not_a_plain_number_is_a_400(text: str) -> None:
+    call = Call(request=None, ctx=None, path={"uid": text}, query={})  # type: ignore[arg-type]
+    with pytest.raises(ApiError) as info:
+        call.uid()
+    assert info.value.status == 400

@@ -62,7 +62,7 @@ async def raw_message(call: Call) -> Reply:
 async def attachment(call: Call) -> Reply:
     found = await locate(call)
     text = call.path["n"]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
         raise ApiError.bad("n", "n must be the attachment's index, from 0")
     try:
         parsed = await call.ctx.parsed(call.me, found.mailbox, found.uidvalidity, found.info.uid)

@@ -121,7 +121,9 @@ class Call:
     def uid(self) -> int:
         """The ``{uid}`` path parameter as a positive integer."""
         text = self.path["uid"]
-        if not text.isdigit() or not 0 < int(text) < 2**32:
+        # ASCII digits only: str.isdigit() also takes superscripts, and int()
+        # refuses the first and numbers of over 4,300 digits (a 500, not a 400).
+        if not (text.isascii() and text.isdigit() and len(text) <= 10) or not 0 < int(text) < 2**32:
             raise ApiError.bad("uid", "uid must be a positive integer")
         return int(text)
 

@@ -487,7 +487,11 @@ def _section(r: Reader) -> Section:
     spec = _att_name(r)
     words = spec.split(".")
     part: list[int] = []
-    while words and words[0].isdigit():
+    # An nz-number (RFC 3501 §9) fits 32 bits; int() of thousands of digits
+    # would raise (Python's 4,300-digit limit) and end the session.
+    while words and words[0].isascii() and words[0].isdigit():
+        if len(words[0]) > 10 or int(words[0]) >= 2**32:
+            raise ParseError("part number too large")
         number = int(words.pop(0))
         if number == 0:
             raise ParseError("part numbers start at 1")
