@@ -11,6 +11,7 @@ import email.policy
 import imaplib
 import json
 import os
+import re
 import socket
 import ssl
 import stat
@@ -32,6 +33,7 @@ from twistedmail.config import load_config
 from twistedmail.http.compose import build, draft_from_json, draft_from_multipart
 from twistedmail.http.errors import ApiError
 from twistedmail.http.routing import Call
+from twistedmail.http.sanitize import sanitize_html
 from twistedmail.imap.parser import CommandError, parse_command
 from twistedmail.imap.server import IMAPFactory, ImapSettings
 from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
@@ -535,3 +537,44 @@ def test_http_uid_that_is_not_a_plain_number_is_a_400(text: str) -> None:
     with pytest.raises(ApiError) as info:
         call.uid()
     assert info.value.status == 400
+
+
+# --- HTML mail ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<meta http-equiv=refresh content="0;url=https://evil.test">hi',
+        "<form action=https://evil.test><input name=p type=password></form>",
+        '<a href="javascript:alert(1)">x</a>',
+        '<a href="jav&#x09;ascript:alert(1)">x</a>',
+        "<img src=x onerror=alert(1)>",
+        "<svg><script>alert(1)</script></svg>",
+        '<div style="background:url(https://evil.test/t.gif)">x</div>',
+        "<base href=https://evil.test/>",
+        "<iframe src=https://evil.test></iframe>",
+        '<math><mi xlink:href="javascript:alert(1)">x</mi></math>',
+        "<!--<img src=x onerror=alert(1)>-->",
+        "<style>@import url(https://evil.test/x.css);</style>",
+        '<object data="https://evil.test/x.swf"></object><embed src=x>',
+        '<a href="https://ok.test" target=_top>x</a>',
+    ],
+)
+def test_html_mail_keeps_nothing_active(html: str) -> None:
+    clean = sanitize_html(html, False).html.lower()
+    for active in (
+        "<script",
+        "javascript:",
+        "<meta",
+        "<form",
+        "<base",
+        "<iframe",
+        "<object",
+        "<embed",
+        "url(",
+        "@import",
+        "_top",
+    ):
+        assert active not in clean, (html, clean)
+    assert not re.search(r"\son\w+\s*=", clean), clean
