@@ -298,11 +298,20 @@ def rows(browser: Browser) -> list[str]:
     return [str(s) for s in found]
 
 
+def page_fetch(browser: Browser, path: str, then: str) -> Any:
+    """``fetch(path)`` from the page, with its cookie if any; ``then`` maps the response."""
+    script = f"const done = arguments[1]; fetch(arguments[0]).then({then}).then(done);"
+    return browser._send(
+        "POST", browser.session + "/execute/async", {"script": script, "args": [path]}
+    )
+
+
 def fetch_status(browser: Browser, path: str) -> int:
-    """The status the page's own fetch of ``path`` gets (with its cookie, if any)."""
-    script = "const done = arguments[1]; fetch(arguments[0]).then(r => done(r.status));"
-    body = {"script": script, "args": [path]}
-    return int(browser._send("POST", browser.session + "/execute/async", body))
+    return int(page_fetch(browser, path, "r => r.status"))
+
+
+def fetch_json(browser: Browser, path: str) -> Any:
+    return page_fetch(browser, path, "r => r.json()")
 
 
 @pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -325,6 +334,14 @@ def test_a_person_uses_the_page_in_chromium(web: Web) -> None:
         assert browser.text("#reader-subject") == "Lunch on Friday?"
         assert "carol@remote.test" in browser.text("#reader-from")
         browser.wait_for("!document.querySelector('#mailboxes li.current .count')")
+
+        # Mark it unread again: it stays unread (the reader closes rather than
+        # reopening it, which would mark it read at once).
+        browser.click("#unread-button")
+        browser.wait_for("document.getElementById('reader-content').hidden")
+        browser.wait_for("document.querySelector('#mailboxes li.current .count')")
+        assert browser.text("#mailboxes li.current .count") == "1"
+        assert fetch_json(browser, "/api/mailboxes/INBOX/messages")["messages"][0]["seen"] is False
 
         # Compose to ourselves; it arrives through the live event stream.
         browser.click("#compose-button")

@@ -77,6 +77,21 @@ function el(tag, className, text) {
   return node;
 }
 
+// A paperclip drawn in the page itself: an emoji may have no glyph in the
+// user's fonts, and the page's CSP loads no image from elsewhere.
+function clipIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "clip");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "Has attachments");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M21 11.5l-8.5 8.5a5 5 0 0 1-7-7L14 4.5a3.3 3.3 0 0 1 4.7 4.7L10.2 17.7a1.7 1.7 0 0 1-2.4-2.4L15.5 7.6");
+  svg.append(path);
+  return svg;
+}
+
 function formatAddress(a) {
   if (!a) return "";
   return a.name ? `${a.name} <${a.address}>` : a.address;
@@ -252,16 +267,18 @@ function renderMessages() {
     if (!m.seen) row.classList.add("unread");
     if (state.selected && state.selected.uid === m.uid) row.classList.add("selected");
     const who = state.current === "Sent" || isSpecial("sent") ? (m.to[0] ? "To: " + formatAddress(m.to[0]) : "") : (m.from ? (m.from.name || m.from.address) : "");
-    const marks = (m.flagged ? "★ " : "") + (m.has_attachments ? "📎 " : "");
+    const marks = m.flagged ? "★ " : "";
     const from = el("span", "from", who || "(unknown)");
     const date = el("span", "date", shortDate(m.date || m.internal_date));
     const subject = el("span", "subject");
     if (marks) subject.append(el("span", "marks", marks));
+    if (m.has_attachments) subject.append(clipIcon());
     subject.append(document.createTextNode(m.subject || "(no subject)"));
     row.append(from, date, subject, el("span", "preview", m.preview));
     row.addEventListener("click", () => openMessage(m.uid));
     list.append(row);
   }
+  $("pager").hidden = state.offset === 0 && state.total <= PAGE;
   $("newer-button").disabled = state.offset === 0;
   $("older-button").disabled = state.offset + PAGE >= state.total;
 }
@@ -275,6 +292,7 @@ function isSpecial(use) {
 
 function closeReader() {
   state.selected = null;
+  $("app-view").classList.remove("reading");
   $("reader-content").hidden = true;
   $("reader-empty").hidden = false;
   $("reader-frame").removeAttribute("src");
@@ -284,6 +302,7 @@ async function openMessage(uid, images) {
   const url = `${boxUrl(state.current)}/messages/${uid}`;
   const m = await api("GET", url + (images ? "?images=true" : ""));
   state.selected = m;
+  $("app-view").classList.add("reading");
   $("reader-empty").hidden = true;
   $("reader-content").hidden = false;
   $("reader-subject").textContent = m.subject || "(no subject)";
@@ -346,7 +365,8 @@ async function changeSelected(body, message) {
   try {
     await api("PATCH", `${boxUrl(state.current)}/messages/${m.uid}`, body);
     if (message) toast(message);
-    if (body.mailbox) closeReader();
+    // Reopening an unread message would mark it read again at once.
+    if (body.mailbox || body.seen === false) closeReader();
     else await openMessage(m.uid);
   } catch (e) {
     toast(e.message);
@@ -501,6 +521,10 @@ function wire() {
   $("new-folder-button").addEventListener("click", onNewFolder);
   $("rename-folder-button").addEventListener("click", onRenameFolder);
   $("delete-folder-button").addEventListener("click", onDeleteFolder);
+  $("back-button").addEventListener("click", () => {
+    closeReader();
+    renderMessages();
+  });
   $("reply-button").addEventListener("click", () => compose("reply"));
   $("reply-all-button").addEventListener("click", () => compose("all"));
   $("forward-button").addEventListener("click", () => compose("forward"));
