@@ -30,6 +30,7 @@ from tests.e2e.security_harness import (
     http_call,
     http_login,
     imap_messages,
+    plain_message,
     ports,
     queue_is_empty,
     raw_imap,
@@ -86,6 +87,18 @@ def test_http_mailbox_names_cannot_escape_the_store(host: MailHost) -> None:
                 host, method, f"/api/mailboxes/{segment}{suffix}", change, token=token
             )
             assert status in (400, 404), (method, segment, suffix, status, reply)
+    # Moving a message: the destination is a name like any other.
+    smtp_send(host, [BOB], plain_message("to be moved"))
+    wait_for_subject(host, BOB, BOB_PASSWORD, "to be moved")
+    for destination in ["../evilH16", f"../{ALICE}", f"../{ALICE}/INBOX", "..", "a/../../evilH17"]:
+        status, _, reply = http_call(
+            host,
+            "PATCH",
+            "/api/mailboxes/INBOX/messages/1",
+            {"mailbox": destination},
+            token=token,
+        )
+        assert status in (400, 404), (destination, status, reply)
     for path in [
         "/../accounts.json",
         "/%2e%2e/accounts.json",
