@@ -22,7 +22,7 @@ import threading
 import unicodedata
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,10 @@ __all__ = [
 ACCOUNTS_FILE = "accounts.json"
 
 _FORMAT_VERSION = 1
+
+# RFC 5321 §4.5.1: every domain we accept mail for has one; the local part is
+# case-insensitive (§4.1.1.3), which parse_address's folding gives us.
+_POSTMASTER = "postmaster"
 
 # Recursion limit for alias chains; loops are refused when an alias is added
 # and ignored (visited set) when resolving, this only bounds a silly chain.
@@ -230,9 +234,30 @@ class Accounts:
     thread (see `twistedmail.auth`).  Safe to query from several threads.
     """
 
-    def __init__(self, path: str, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        scrypt_n: int = DEFAULT_SCRYPT_N,
+        postmaster: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        """
+        :param postmaster: where mail to ``postmaster@`` any local domain
+            goes when that domain has no user or alias of that name
+            (``[server] postmaster``); see `resolve`.
+        :param hostname: our host name (``[server] hostname``): a bare
+            ``<postmaster>`` is its postmaster when it is a local domain.
+        :raises AccountsError: ``postmaster`` is not an address, or the file
+            cannot be read.
+        """
         self.path = os.path.abspath(path)
         self.scrypt_n = scrypt_n
+        self.postmaster = None if postmaster is None else normalize_address(postmaster)
+        self._hostname: str | None = None
+        # An address literal or junk as host name is simply never a local domain.
+        with suppress(AccountsError):
+            self._hostname = None if hostname is None else normalize_domain(hostname)
         self._lock_path = self.path + ".lock"
         self._mutex = threading.Lock()
         self._data = _Data()
@@ -322,27 +347,127 @@ class Accounts:
 
         Tried in order: a user; an alias (followed recursively); the same two
         without a ``+tag`` (plus-addressing); the domain's catch-all.
+
+        ``postmaster`` (any case, any ``+tag``) of every local domain, and a
+        bare ``postmaster`` with no domain, always reach somebody: RFC 5321
+        §4.5.1 requires accepting them, so mail about mail problems is never
+        refused: see `_postmaster_of` for who gets it, and
+        `_postmaster_domain` for whose a bare ``postmaster`` is.
         :raises ValueError: the address is malformed.
         :raises RelayDenied: the domain is not local.
-        :raises NoSuchUser: the domain is local but nothing matches.
+        :raises NoSuchUser: the domain is local but nothing matches (for
+            postmaster: there is no user at all).
         """
-        local, domain = parse_address(address)
         data = self._refresh()
+        if address.strip().lower() == _POSTMASTER:  # RFC 5321 §4.1.1.3
+            return self._postmaster_of(data, self._postmaster_domain(data))
+        local, domain = parse_address(address)
         if domain not in data.domains:
             raise RelayDenied(f"{domain} is not a local domain")
-        candidates = [f"{local}@{domain}"]
-        base, plus, _tag = local.partition("+")
-        if plus and base:
-            candidates.append(f"{base}@{domain}")
+        found = _lookup(data, local, domain)
+        if found:
+            return found
+        if local.partition("+")[0] == _POSTMASTER:
+            return self._postmaster_of(data, domain)
         catch_all = data.catch_all.get(domain)
         if catch_all is not None:
-            candidates.append(catch_all)
-        for candidate in candidates:
-            if candidate in data.users or candidate in data.aliases:
-                found = _expand(data, candidate)
-                if found:
-                    return found
+            found = _expand(data, catch_all)
+            if found:
+                return found
         raise NoSuchUser(f"no user or alias {local}@{domain}")
+
+    def named_users(self, address: str) -> tuple[str, ...]:
+        """
+        The users ``address`` names as a user or alias (``+tag`` or not),
+        without the catch-all and postmaster rules of `resolve`; ``()`` if
+        none, or the address is malformed or not local.
+        """
+        try:
+            local, domain = parse_address(address)
+        except ValueError:
+            return ()
+        return _lookup(self._refresh(), local, domain)
+
+    def postmasters(self) -> dict[str, tuple[str, ...]]:
+        """
+        Who reaches ``postmaster@`` each local domain (an explicit user or
+        alias included), for the start-up log; a domain whose postmaster
+        cannot be anybody (no user at all) maps to ``()``.
+        """
+        found: dict[str, tuple[str, ...]] = {}
+        for domain in self.domains():
+            try:
+                found[domain] = self.resolve(f"{_POSTMASTER}@{domain}")
+            except (NoSuchUser, RelayDenied, ValueError):
+                found[domain] = ()
+        return found
+
+    def _postmaster_domain(self, data: _Data) -> str | None:
+        """
+        Whose postmaster a bare ``<postmaster>`` is: the host name's domain
+        if it is local; else the first local domain (alphabetically) with a
+        postmaster user or alias; else the first local domain.
+        """
+        if self._hostname is not None and self._hostname in data.domains:
+            return self._hostname
+        domains = sorted(data.domains)
+        for domain in domains:
+            if _lookup(data, _POSTMASTER, domain):
+                return domain
+        return domains[0] if domains else None
+
+    def _postmaster_of(self, data: _Data, domain: str | None) -> tuple[str, ...]:
+        """
+        Who mail to ``postmaster@domain`` reaches: a user or alias of that
+        name; else the configured ``postmaster`` if it is a local user or
+        alias; else the domain's catch-all; else the domain's first user
+        (alphabetically); else the first user of all.  The administrator's
+        explicit choices come before guesses, and while any user exists the
+        mail is neither lost nor refused.
+        :raises NoSuchUser: there is no user at all.
+        """
+        if domain is not None and domain in data.domains:
+            explicit = _lookup(data, _POSTMASTER, domain)
+            if explicit:
+                return explicit
+        if self.postmaster is not None:
+            configured = _lookup(data, *_split(self.postmaster))
+            if configured:
+                return configured
+        catch_all = data.catch_all.get(domain or "")
+        if catch_all is not None:
+            found = _expand(data, catch_all)
+            if found:
+                return found
+        users = sorted(data.users)
+        of_domain = [u for u in users if _split(u)[1] == domain]
+        if of_domain or users:
+            return ((of_domain or users)[0],)
+        raise NoSuchUser("no user at all to receive postmaster mail")
+
+    def may_send_as(self, user: str, address: str) -> bool:
+        """
+        Whether ``user`` owns ``address`` as a sender (RFC 6409 §6.1): mail
+        to it reaches ``user`` alone, through their own address, a ``+tag``
+        of it, an alias of theirs (what `addresses_of` lists) or being the
+        postmaster of a domain.  A catch-all does not make every address of
+        a domain its target's, nor does an alias shared with others, nor
+        any address of a domain that is not ours.
+        """
+        data = self._refresh()
+        try:
+            local, domain = parse_address(address)
+        except ValueError:
+            return False
+        if domain not in data.domains:
+            return False
+        found = _lookup(data, local, domain)
+        if not found and local.partition("+")[0] == _POSTMASTER:
+            try:
+                found = self._postmaster_of(data, domain)
+            except NoSuchUser:
+                return False
+        return found == (user,)
 
     def user_exists(self, user: str) -> bool:
         return self.canonical_user(user) is not None
@@ -629,6 +754,24 @@ def _reachable(aliases: Mapping[str, tuple[str, ...]], start: str) -> set[str]:
             seen.add(address)
             stack.extend(aliases.get(address, ()))
     return seen
+
+
+def _lookup(data: _Data, local: str, domain: str) -> tuple[str, ...]:
+    """
+    The users behind ``local@domain`` as a user or alias, or without its
+    ``+tag``: what the address itself names, before any catch-all or
+    postmaster rule; ``()`` if nothing.
+    """
+    candidates = [f"{local}@{domain}"]
+    base, plus, _tag = local.partition("+")
+    if plus and base:
+        candidates.append(f"{base}@{domain}")
+    for candidate in candidates:
+        if candidate in data.users or candidate in data.aliases:
+            found = _expand(data, candidate)
+            if found:
+                return found
+    return ()
 
 
 def _expand(data: _Data, address: str) -> tuple[str, ...]:

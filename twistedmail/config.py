@@ -28,6 +28,8 @@ from typing import Any
 from twisted.internet.endpoints import TCP4ServerEndpoint, clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
+from twistedmail.model import Address
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -94,6 +96,19 @@ def _hostname(value: object, from_text: bool) -> str:
     text = _nonempty_string(value, from_text)
     if re.search(r"[\s\x00-\x1f\x7f]", text):
         raise _Invalid(f"not a host name: {text!r}")
+    return text
+
+
+def _optional_address(value: object, from_text: bool) -> str | None:
+    text = _string(value, from_text).strip()
+    if text == "":
+        return None
+    try:
+        address = Address.parse(text)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+    if address.domain.startswith("["):
+        raise _Invalid(f"{text!r}: an address literal cannot be a local address")
     return text
 
 
@@ -259,6 +274,13 @@ class ServerConfig:
         _nonempty_string,
         "Mailbox store backend: maildir, memory, or a third-party store plugin's name.",
     )
+    postmaster: str | None = _setting(
+        None,
+        _optional_address,
+        "Local user or alias that gets mail for postmaster@ every local domain without its "
+        "own postmaster user or alias (RFC 5321 §4.5.1).  Unset: the domain's catch-all, "
+        "else its first user (alphabetically).",
+    )
 
 
 @dataclass(frozen=True)
@@ -337,6 +359,12 @@ class SMTPConfig:
     )
     allow_plaintext_auth_on_loopback: bool = _setting(
         False, _boolean, "Offer AUTH without TLS to clients on 127.0.0.0/8 and ::1 (testing)."
+    )
+    enforce_sender_identity: bool = _setting(
+        True,
+        _boolean,
+        "On submission, MAIL FROM must be an address of the authenticated user (their own, "
+        "a +tag of it, an alias only they receive) or <> (553 5.7.1 otherwise).",
     )
 
 

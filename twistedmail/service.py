@@ -96,6 +96,7 @@ def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         max_connections_per_client=c.max_connections_per_client,
         max_auth_failures=c.max_auth_failures,
         allow_plaintext_auth_on_loopback=c.allow_plaintext_auth_on_loopback,
+        enforce_sender_identity=c.enforce_sender_identity,
     )
     factory = SMTPFactory(
         Role(role),
@@ -307,6 +308,25 @@ class ListenError(Exception):
     """A listener could not start; the text says which and why."""
 
 
+def _log_postmasters(accounts: Accounts) -> None:
+    """
+    Say who gets each domain's postmaster mail (RFC 5321 §4.5.1), since
+    without ``[server] postmaster`` it may be a guess (see `Accounts.resolve`).
+    """
+    configured = accounts.postmaster
+    if configured is not None and not accounts.named_users(configured):
+        log.warn(
+            "[server] postmaster {address} is not a local user or alias; "
+            "postmaster mail goes to each domain's first user instead",
+            address=configured,
+        )
+    for domain, users in accounts.postmasters().items():
+        if users:
+            log.info("postmaster for {domain} is {users}", domain=domain, users=", ".join(users))
+        else:
+            log.warn("postmaster for {domain} is nobody: there is no user yet", domain=domain)
+
+
 class MailService(MultiService):
     """
     The daemon: every listener and worker, then the store and accounts.
@@ -328,6 +348,7 @@ class MailService(MultiService):
             data_dir=self.context.data_dir,
             storage=config.server.storage,
         )
+        _log_postmasters(self.context.accounts)
         super().startService()  # type: ignore[no-untyped-call]
         # twistd starts services before the reactor runs and installs its
         # signal handlers; this line says both are done (SIGTERM now stops
@@ -515,7 +536,9 @@ def make_service(
         data_dir, config.tls.certificate, config.tls.private_key, config.server.hostname
     )
     try:
-        accounts = Accounts.in_data_dir(data_dir)
+        accounts = Accounts.in_data_dir(
+            data_dir, postmaster=config.server.postmaster, hostname=config.server.hostname
+        )
     except MailError as e:
         raise ConfigError(str(e)) from None
     store = _open_store(maker, data_dir, reactor)

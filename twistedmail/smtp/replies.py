@@ -119,8 +119,9 @@ DATA_LINE_TOO_LONG = reply(
 MESSAGE_TOO_BIG = reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 NON_ASCII_ADDRESS = reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")
 RELAY_DENIED = reply(554, "5.7.1", "Relay access denied")
-#: RFC 6409 §8.1: a submission server may refuse a sender the user does not own.
-SENDER_NOT_OWNED = reply(553, "5.7.1", "Sender address not owned by you")
+#: RFC 6409 §6.1: an MSA may refuse a sender the user does not own (550 there;
+#: 553 "mailbox name not allowed", RFC 5321 §4.2.2, as Postfix answers).
+SENDER_NOT_OWNED = reply(553, "5.7.1", "Sender address not owned by authenticated user")
 NO_VALID_RECIPIENTS = reply(554, "5.5.1", "No valid recipients")
 UNKNOWN_PARAMETER = reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter")
 BAD_PARAMETER = reply(501, "5.5.4", "Invalid MAIL/RCPT parameter value")

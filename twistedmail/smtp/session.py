@@ -462,27 +462,27 @@ class SMTPSession(FramedProtocol):
         if not self._esmtp and mail != MailFrom(mail.sender):
             self._send(replies.UNKNOWN_PARAMETER)  # parameters need EHLO
             return
-        if self._user is not None and mail.sender and not self._may_send_as(mail.sender):
+        if self._user is not None and not self._may_send_as(self._user, mail.sender):
+            log.info("{user} may not send as {sender}", user=self._user, sender=mail.sender)
             self._send(replies.SENDER_NOT_OWNED)
             return
         self._tx = _Transaction(mail)
         self._send(replies.SENDER_OK)
 
-    def _may_send_as(self, sender: str) -> bool:
+    def _may_send_as(self, user: str, sender: str) -> bool:
         """
-        RFC 6409 §8.1: an authenticated user sends as an address of one of
-        our domains only if mail to it reaches them alone (their address, a
-        +tag, an alias of theirs), so one user cannot impersonate another.
-        Addresses of other domains are not ours to police (a user may send
-        as their address elsewhere); the receiving side checks SPF/DKIM.
+        RFC 6409 §6.1: an authenticated user sends only as an address of
+        theirs (`Accounts.may_send_as`), so one user cannot impersonate
+        another, nor anybody else, through us; Postfix's
+        reject_sender_login_mismatch does the same.  Only the envelope is
+        checked: the From: header is the user's to write, as with Postfix
+        (the HTTP API checks From because it writes the message itself).
+        The null sender is always allowed: RFC 6409 §3.2 says it MUST NOT
+        in itself be a reason to refuse (MUAs send MDNs with it, RFC 5321 §4.5.5).
         """
-        try:
-            users = self.factory.accounts.resolve(sender)
-        except RelayDenied:
+        if not sender or not self.settings.enforce_sender_identity:
             return True
-        except (NoSuchUser, ValueError):
-            return False
-        return bool(users == (self._user,))
+        return bool(self.factory.accounts.may_send_as(user, sender))
 
     def do_rcpt(self, arg: str) -> None:
         tx = self._tx
@@ -498,10 +498,8 @@ class SMTPSession(FramedProtocol):
         except ParamError as e:
             self._send(e.reply)
             return
-        address = rcpt.address
-        if address == "postmaster":
-            address = f"postmaster@{self.factory.hostname}"
-        recipient = Recipient(address, rcpt.notify, rcpt.orcpt)
+        # A bare <postmaster> stays so: routing knows whose it is (RFC 5321 §4.1.1.3).
+        recipient = Recipient(rcpt.address, rcpt.notify, rcpt.orcpt)
         try:
             decided = route(self.factory.accounts, recipient, may_relay=self._user is not None)
         except (NoSuchUser, RelayDenied) as e:

@@ -37,6 +37,8 @@ class SmtpSettings:
     max_text_line: int = 1000
     # Protocol errors (500-504) before the session is dropped with 421.
     max_errors: int = 20
+    # RFC 6409 §6.1: authenticated users send only as their own addresses.
+    enforce_sender_identity: bool = True
 
 
 #: RFC 4954 §4: an AUTH command or SASL response may be 12288 octets.
