@@ -92,6 +92,19 @@ function clipIcon() {
   return svg;
 }
 
+// Folders and message rows are list items: make them reachable and usable
+// from the keyboard (Tab, then Enter or Space) as well as by a click.
+function activate(node, handler) {
+  node.tabIndex = 0;
+  node.addEventListener("click", handler);
+  node.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      handler();
+    }
+  });
+}
+
 function formatAddress(a) {
   if (!a) return "";
   return a.name ? `${a.name} <${a.address}>` : a.address;
@@ -177,7 +190,8 @@ function renderMailboxes() {
     if (box.unseen) item.append(el("span", "count", String(box.unseen)));
     if (box.name === state.current) item.classList.add("current");
     if (box.selectable) {
-      item.addEventListener("click", () => selectMailbox(box.name));
+      activate(item, () => selectMailbox(box.name));
+      if (box.name === state.current) item.setAttribute("aria-current", "true");
     } else {
       item.classList.add("muted");
     }
@@ -275,7 +289,7 @@ function renderMessages() {
     if (m.has_attachments) subject.append(clipIcon());
     subject.append(document.createTextNode(m.subject || "(no subject)"));
     row.append(from, date, subject, el("span", "preview", m.preview));
-    row.addEventListener("click", () => openMessage(m.uid));
+    activate(row, () => openMessage(m.uid));
     list.append(row);
   }
   $("pager").hidden = state.offset === 0 && state.total <= PAGE;
