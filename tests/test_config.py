@@ -418,3 +418,43 @@ def test_invalid_toml_names_the_file_and_line(tmp_path):
     message = error_of(path)
     assert message.startswith(f"{path}: invalid TOML: ")
     assert "line 2" in message
+
+
+# --- Postmaster and sender identity ----------------------------------------------------
+
+
+def test_postmaster_and_sender_identity_defaults():
+    config = load_config(None, {})
+    assert config.server.postmaster is None
+    assert config.smtp.enforce_sender_identity is True
+
+
+def test_postmaster_and_sender_identity_are_read(tmp_path):
+    path = write(
+        tmp_path,
+        '[server]\npostmaster = "Carol@hamburger.edu"\n[smtp]\nenforce_sender_identity = false\n',
+    )
+    config = load_config(path)
+    assert config.server.postmaster == "Carol@hamburger.edu"
+    assert config.smtp.enforce_sender_identity is False
+    overridden = load_config(path, {"server.postmaster": "", "smtp.enforce_sender_identity": "yes"})
+    assert overridden.server.postmaster is None  # empty: unset
+    assert overridden.smtp.enforce_sender_identity is True
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ('[server]\npostmaster = "nobody"\n', ["[server] postmaster", "nobody"]),
+        ('[server]\npostmaster = "a b@c.test"\n', ["[server] postmaster"]),
+        ('[server]\npostmaster = "root@[127.0.0.1]"\n', ["[server] postmaster", "literal"]),
+        ("[server]\npostmaster = 5\n", ["[server] postmaster", "string"]),
+        ('[smtp]\nenforce_sender_identity = "no"\n', ["enforce_sender_identity", "true or false"]),
+    ],
+)
+def test_bad_postmaster_and_sender_identity(tmp_path, toml, words):
+    path = write(tmp_path, toml)
+    message = error_of(path)
+    assert message.startswith(path + ": ")
+    for word in words:
+        assert word in message
