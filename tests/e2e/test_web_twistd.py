@@ -291,6 +291,24 @@ if CURL is None:
 # --- The person's story: a browser --------------------------------------------------------
 
 
+ROW_WITH = (
+    "Array.from(document.querySelectorAll('.message-row .subject'))"
+    ".some(e => e.textContent === args[0])"
+)
+CLICK_ROW_WITH = (
+    "Array.from(document.querySelectorAll('.message-row'))"
+    ".find(r => r.querySelector('.subject').textContent === arguments[0]).click()"
+)
+
+
+def invoice() -> EmailMessage:
+    """HTML only (no text/plain alternative), with a PDF attached."""
+    message = plain("Invoice 42", WEB_USER, "")
+    message.set_content("<p>Dear customer,</p><p>Total due: <b>42 EUR</b></p>", subtype="html")
+    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="invoice.pdf")
+    return message
+
+
 def rows(browser: Browser) -> list[str]:
     found = browser.run(
         "return Array.from(document.querySelectorAll('.message-row .subject'))"
@@ -359,6 +377,27 @@ def test_a_person_uses_the_page_in_chromium(web: Web) -> None:
         )
         assert not browser.run("return document.getElementById('compose-dialog').open")
         assert len(rows(browser)) == 2
+
+        # HTML-only mail with an attachment arrives over SMTP while the page
+        # is open; forwarded, it keeps its attachment, and its text is quoted.
+        smtp_deliver(web, invoice())
+        browser.wait_for(ROW_WITH, "Invoice 42")
+        browser.run(CLICK_ROW_WITH, "Invoice 42")
+        browser.wait_for("!document.getElementById('reader-frame').hidden")
+        browser.click("#forward-button")
+        browser.wait_for("document.getElementById('compose-dialog').open")
+        assert "invoice.pdf" in browser.text("#compose-forwarded")
+        browser.type("#compose-to", WEB_USER)
+        browser.click("#compose-send")
+        browser.wait_for(ROW_WITH, "Fwd: Invoice 42")
+        listed = fetch_json(browser, "/api/mailboxes/INBOX/messages")["messages"]
+        [forwarded] = [m for m in listed if m["subject"] == "Fwd: Invoice 42"]
+        opened = fetch_json(browser, forwarded["url"])
+        assert [(a["filename"], a["size"]) for a in opened["attachments"]] == [
+            ("invoice.pdf", len(PDF))
+        ]
+        assert "Total due: 42 EUR" in opened["text"]
+        assert "<b>" not in opened["text"]
 
         # Log out: the page asks for a login again, and the session is gone.
         browser.click("#logout-button")

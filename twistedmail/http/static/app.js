@@ -269,7 +269,8 @@ function renderMessages() {
   $("rename-folder-button").hidden = !own;
   $("delete-folder-button").hidden = !own;
   const end = Math.min(state.offset + state.messages.length, state.total);
-  $("list-count").textContent = state.total ? `${state.offset + 1}–${end} of ${state.total}` : "";
+  const range = state.total ? `${state.offset + 1}–${end} of ${state.total}` : "";
+  $("list-count").textContent = state.search ? `${range || "none"} matching “${state.search}”` : range;
   const list = $("messages");
   list.replaceChildren();
   if (!state.messages.length) {
@@ -403,8 +404,23 @@ async function onDelete() {
 
 // --- Composing ------------------------------------------------------------------------
 
+// The message as plain text, for quoting.  HTML-only mail is turned into
+// text from the server's sanitised HTML in an inert document (DOMParser runs
+// no script and loads nothing), which is read, never shown.
+function plainText(m) {
+  if (m.text !== null && m.text !== undefined) return m.text;
+  if (!m.html) return "";
+  const doc = new DOMParser().parseFromString(m.html, "text/html");
+  for (const node of doc.querySelectorAll("style, title")) node.remove();
+  for (const node of doc.querySelectorAll("br")) node.replaceWith("\n");
+  for (const node of doc.querySelectorAll("p, div, tr, li, h1, h2, h3, h4, h5, h6, blockquote")) {
+    node.append("\n");
+  }
+  return doc.body.textContent.replace(/[ \t]+\n/g, "\n").replace(/\n{3,}/g, "\n\n").trim();
+}
+
 function quote(m) {
-  const body = (m.text || "").split("\n").map((line) => "> " + line).join("\n");
+  const body = plainText(m).split("\n").map((line) => "> " + line).join("\n");
   return `\n\nOn ${new Date(m.date || m.internal_date).toLocaleString()}, ${formatAddress(m.from)} wrote:\n${body}`;
 }
 
@@ -432,7 +448,7 @@ function compose(mode) {
     if (mode === "forward") {
       $("compose-title").textContent = "Forward";
       $("compose-subject").value = prefixed("Fwd:", m.subject || "");
-      $("compose-text").value = `\n\n---------- Forwarded message ----------\nFrom: ${formatAddress(m.from)}\nSubject: ${m.subject}\n\n${m.text || ""}`;
+      $("compose-text").value = `\n\n---------- Forwarded message ----------\nFrom: ${formatAddress(m.from)}\nSubject: ${m.subject}\n\n${plainText(m)}`;
     } else {
       $("compose-title").textContent = "Reply";
       const replyTo = m.reply_to.length ? m.reply_to : [m.from].filter(Boolean);
@@ -455,6 +471,10 @@ function compose(mode) {
       }
     }
   }
+  // A forward carries the original's attachments, fetched when sending.
+  compose.forwarded = m && mode === "forward" ? m.attachments : [];
+  const names = compose.forwarded.map((a) => a.filename || "attachment");
+  $("compose-forwarded").textContent = names.length ? `Attached from the original: ${names.join(", ")}` : "";
   compose.mode = mode;
   compose.original = m;
   $("compose-dialog").showModal();
@@ -479,6 +499,12 @@ async function onSend(event) {
   for (const file of $("compose-files").files) form.append("attachments", file, file.name);
   $("compose-send").disabled = true;
   try {
+    for (const a of compose.forwarded) {
+      const response = await fetch(a.url, { credentials: "same-origin" });
+      if (!response.ok) throw new ApiError(response.status, "forward", `Cannot attach ${a.filename || "an attachment"} of the original.`);
+      const blob = await response.blob();
+      form.append("attachments", new File([blob], a.filename || "attachment", { type: a.content_type }));
+    }
     await api("POST", "/api/messages", form);
     $("compose-dialog").close();
     toast("Message sent");
@@ -558,6 +584,14 @@ function wire() {
     state.search = $("search-input").value.trim();
     state.offset = 0;
     loadMessages();
+  });
+  // The search box's clear button (or deleting the text) ends the search.
+  $("search-input").addEventListener("input", () => {
+    if (!$("search-input").value.trim() && state.search) {
+      state.search = "";
+      state.offset = 0;
+      loadMessages();
+    }
   });
   $("newer-button").addEventListener("click", () => {
     state.offset = Math.max(0, state.offset - PAGE);
