@@ -144,7 +144,7 @@ def test_smtp_addresses_with_control_characters_never_reach_a_header(host: MailH
 
 
 def test_an_authenticated_user_cannot_send_as_another_local_user(host: MailHost) -> None:
-    """RFC 6409 §8.1: submission refuses a local sender the user does not own."""
+    """RFC 6409 §6.1: submission refuses a sender the user does not own."""
     with smtplib.SMTP(LOOPBACK, ports(host)["submission"], timeout=WAIT) as client:
         client.starttls(context=tls_context(host))
         client.login(BOB, BOB_PASSWORD)
@@ -155,10 +155,11 @@ def test_an_authenticated_user_cannot_send_as_another_local_user(host: MailHost)
             "team@example.test",
             "nobody@example.test",
             "anyone@other.test",
+            "bob@elsewhere.test",
         ):
             assert client.mail(sender)[0] == 553, sender
             client.rset()
-        for sender in (BOB, "Bob+lists@example.test", "bob@elsewhere.test", ""):
+        for sender in (BOB, "Bob+lists@example.test", ""):
             assert client.mail(sender)[0] == 250, sender
             client.rset()
     assert queue_is_empty(host)
