@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twistedmail.imap import structure
 from twistedmail.imap.fetch import Section, section_label
 from twistedmail.imap.wire import literal
 from twistedmail.message import Attachment, ParsedCache, ParsedMessage, decode_words
@@ -813,6 +814,84 @@ def test_header_contains_is_searching_the_decoded_values(values: list[str], need
     folded = needle.casefold()
     expected = any(folded in v.casefold() for v in parsed.header("subject"))
     assert parsed.header_contains("subject", folded) == expected
+
+
+_ADDRESS_PIECES = st.sampled_from(
+    [
+        b"a",
+        b"b.c",
+        b"Name",
+        b"x",
+        b" ",
+        b"\t",
+        b"\x0b",
+        b"\x0c",
+        b"\xc3\xa9",
+        b"<",
+        b">",
+        b"@",
+        b",",
+        b".",
+        b'"',
+        b"(c)",
+        b":",
+        b";",
+        b"[1.2.3.4]",
+        b"\\",
+        b"=?utf-8?q?x?=",
+    ]
+)
+
+
+_WORD = st.lists(
+    st.sampled_from([b"a", b"B", b"\x0b", b"\x0c", b"\xc3\xa9", b".", b"=", b"\x00", b"-"]),
+    min_size=1,
+    max_size=3,
+).map(b"".join)
+_BLANK = st.sampled_from([b"", b" ", b"\t", b" \t "])
+_ELEMENT = st.one_of(
+    st.builds(
+        lambda words, gap, local, domain: (
+            gap.join(words) + gap + b"<" + local + b"@" + domain + b">"
+        ),
+        st.lists(_WORD, max_size=3),
+        _BLANK,
+        _WORD,
+        _WORD,
+    ),
+    st.builds(lambda local, domain: local + b"@" + domain, _WORD, _WORD),
+    _ADDRESS_PIECES,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.tuples(_BLANK, _ELEMENT, _BLANK).map(b"".join), min_size=1, max_size=3).map(
+        b",".join
+    )
+    | st.lists(_ADDRESS_PIECES | st.binary(max_size=3), max_size=14).map(b"".join)
+)
+def test_simple_address_lists_parse_as_the_general_parser_does(value: bytes) -> None:
+    simple = structure._simple_address_list(value)
+    if simple is not None:
+        assert simple == structure._parse_address_list(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Sender 5 <s5@example.test>",
+        b"a@b",
+        b" A\tB  C <x.y@z> , q@r ",
+        b"<a@b>",
+        b"N<a@b>",
+        b"\xc3\xa9t\xc3\xa9 <a@b>",
+        b"V\x0bT <a@b>",
+    ],
+)
+def test_everyday_address_lists_take_the_short_way(value: bytes) -> None:
+    simple = structure._simple_address_list(value)
+    assert simple is not None and simple == structure._parse_address_list(value)
 
 
 def test_deep_nesting_is_bounded() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Nesting deeper than this (multiparts or message/rfc822) is not descended
 #: into: the part is then treated as an opaque application/octet-stream, so
@@ -73,9 +74,14 @@ MESSAGE_RFC822 = ContentType(b"message", b"rfc822", (), defaulted=True)
 OCTET_STREAM = ContentType(b"application", b"octet-stream", (), defaulted=True)
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One header field: its lower-cased name and offsets in the raw message."""
+class Field(NamedTuple):
+    """
+    One header field: its lower-cased name and offsets in the raw message.
+
+    A named tuple rather than a frozen dataclass: a header has dozens of
+    fields and a mailbox thousands of headers, and a frozen dataclass pays
+    an ``object.__setattr__`` per attribute to build.
+    """
 
     name: str
     start: int  # first byte of the field name

@@ -24,6 +24,22 @@ def _nstring(value: bytes | None) -> bytes:
 # --- ENVELOPE -------------------------------------------------------------------------
 
 
+_ENVELOPE_FIELDS = frozenset(
+    {
+        "date",
+        "subject",
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "in-reply-to",
+        "message-id",
+    }
+)
+
+
 def envelope(part: Part) -> bytes:
     """
     The ENVELOPE of the message whose header is ``part``'s.
@@ -31,37 +47,39 @@ def envelope(part: Part) -> bytes:
     Sender and Reply-To default to From when absent or empty (RFC 3501
     §7.4.2); the first of repeated fields wins.
     """
-    frm = _addresses(part, "from")
-    sender = _addresses(part, "sender") or frm
-    reply_to = _addresses(part, "reply-to") or frm
+    # The first of each field, unfolded, from one pass over the header.
+    raw = part.raw
+    first: dict[str, bytes] = {}
+    for f in part.fields:
+        if f.name in _ENVELOPE_FIELDS and f.name not in first:
+            first[f.name] = unfold(raw[f.value_start : f.end])
+    frm = _addresses(first.get("from"))
+    sender = _addresses(first.get("sender")) or frm
+    reply_to = _addresses(first.get("reply-to")) or frm
     items = [
-        _nstring(_raw_value(part, "date")),
-        _nstring(_raw_value(part, "subject")),
+        _nstring(_text(first.get("date"))),
+        _nstring(_text(first.get("subject"))),
         frm or NIL,
         sender or NIL,
         reply_to or NIL,
-        _addresses(part, "to") or NIL,
-        _addresses(part, "cc") or NIL,
-        _addresses(part, "bcc") or NIL,
-        _nstring(_raw_value(part, "in-reply-to")),
-        _nstring(_raw_value(part, "message-id")),
+        _addresses(first.get("to")) or NIL,
+        _addresses(first.get("cc")) or NIL,
+        _addresses(first.get("bcc")) or NIL,
+        _nstring(_text(first.get("in-reply-to"))),
+        _nstring(_text(first.get("message-id"))),
     ]
     return wire.paren_list(items)
 
 
-def _raw_value(part: Part, name: str) -> bytes | None:
-    """The first field's value unfolded, leading blanks off, trailing kept (Dovecot)."""
-    values = part.values(name)
-    if not values:
-        return None
-    return unfold(values[0]).lstrip(b" \t")
+def _text(value: bytes | None) -> bytes | None:
+    """An unfolded value, leading blanks off, trailing kept (Dovecot)."""
+    return None if value is None else value.lstrip(b" \t")
 
 
-def _addresses(part: Part, name: str) -> bytes:
-    value = part.value(name)
+def _addresses(value: bytes | None) -> bytes:
     if value is None:
         return b""
-    entries = parse_address_list(value)
+    entries = parse_address_list(value.strip(b" \t"))
     if not entries:
         return b""
     # RFC 3501 §9: env-from = "(" 1*address ")", no blanks between.
@@ -164,6 +182,45 @@ def _addr_spec(tokens: list[tuple[str, bytes]]) -> tuple[bytes | None, bytes | N
     return local, domain
 
 
+# The everyday shapes of a list element, ``Display Name <local@domain>`` and
+# ``local@domain``, without quotes, comments, groups, routes or domain
+# literals.  Words of the name are atoms separated by blanks; the local
+# part and the domain are atoms and dots without blanks.  (Written so that
+# no two quantifiers can share a character: linear, whatever the input.)
+_WORD = rb'[^()<>\[\]:;@\\,." \t\r\n]+'
+_DOTTED = rb'[^()<>\[\]:;@\\," \t\r\n]+'
+_SIMPLE = re.compile(
+    rb"[ \t]*(?:(%s(?:[ \t]+%s)*)?[ \t]*<(%s)@(%s)>|(%s)@(%s))[ \t]*"
+    % (_WORD, _WORD, _DOTTED, _DOTTED, _DOTTED, _DOTTED)
+)
+
+
+def _simple_address_list(value: bytes) -> list[AddressEntry] | None:
+    """
+    The entries of a list made only of everyday elements, or None.
+
+    What `parse_address_list` would give for them, without the tokenizer:
+    the name's words joined by single blanks, local part and domain as
+    sent.  Anything else (an empty element included) is left to it.
+    """
+    entries: list[AddressEntry] = []
+    for element in value.split(b","):
+        m = _SIMPLE.fullmatch(element)
+        if m is None:
+            return None
+        name, local, host, bare_local, bare_host = m.groups()
+        if local is None:
+            entries.append((None, None, bare_local, bare_host))
+        else:
+            # Blanks are space and tab only (bytes.split() would also cut at
+            # VT and FF, which are atom characters here).
+            words = None
+            if name:
+                words = b" ".join(w for w in name.replace(b"\t", b" ").split(b" ") if w)
+            entries.append((words, None, local, host))
+    return entries
+
+
 def parse_address_list(value: bytes) -> list[AddressEntry]:
     """
     The ENVELOPE address entries of an RFC 5322 address-list.
@@ -175,6 +232,14 @@ def parse_address_list(value: bytes) -> list[AddressEntry]:
     is ``b""`` (never None: a None host marks a group); `envelope` sends
     them as ``MISSING_MAILBOX`` / ``MISSING_DOMAIN`` like Dovecot.
     """
+    simple = _simple_address_list(value)
+    if simple is not None:
+        return simple
+    return _parse_address_list(value)
+
+
+def _parse_address_list(value: bytes) -> list[AddressEntry]:
+    """`parse_address_list` for any input: RFC 5322 tokens, then the grammar."""
     entries: list[AddressEntry] = []
     words: list[tuple[str, bytes]] = []
     angle: list[tuple[str, bytes]] | None = None
