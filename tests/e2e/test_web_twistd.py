@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import pytest
@@ -169,6 +169,20 @@ def subjects(curl: Curl, mailbox: str) -> list[str]:
     return [m["subject"] for m in curl.ok("GET", box(mailbox) + "/messages")["messages"]]
 
 
+def next_event(stream: IO[str]) -> tuple[str, Any]:
+    """The next Server-Sent Event's name and JSON data (comments skipped)."""
+    name, data = "", ""
+    for line in stream:
+        line = line.rstrip("\n")
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data += line[len("data: ") :]
+        elif not line and name:
+            return name, json.loads(data)
+    raise AssertionError("the event stream ended")
+
+
 def test_a_script_does_everything_with_curl(web: Web, tmp_path: Path) -> None:
     curl = Curl(web, SCRIPT_USER, tmp_path)
 
@@ -268,6 +282,38 @@ def test_a_script_does_everything_with_curl(web: Web, tmp_path: Path) -> None:
     [saved] = list(downloads.iterdir())
     assert saved.read_bytes() == PDF
     assert saved.suffix == ".pdf" and "/" not in saved.name
+
+    # Push: curl -N holds the event stream open while curl -F sends a
+    # multipart/form-data message with a file; the stream tells of its arrival.
+    stream = web.base + "/api/events"
+    events = subprocess.Popen(
+        [CURL or "curl", "-sSN", "--max-time", str(int(WAIT)), "-u", credentials, stream],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert events.stdout is not None
+        assert next_event(events.stdout)[0] == "ready"
+        table = tmp_path / "numbers.csv"
+        table.write_bytes(b"a,b\r\n1,2\r\n")
+        form = ["-F", f"from={SCRIPT_USER}", "-F", f"to={SCRIPT_USER}", "-F", "subject=Numbers"]
+        form += ["-F", "text=See the table.", "-F", f"attachments=@{table};type=text/csv"]
+        posted = curl("POST", "/api/messages", None, *form)
+        assert posted.status == 201, posted
+        while (event := next_event(events.stdout))[0] != "message_added":
+            pass
+        assert event[1]["mailbox"] in ("INBOX", "Sent")
+    finally:
+        events.terminate()
+        events.wait()
+    [numbers] = [
+        m
+        for m in curl.ok("GET", box("INBOX") + "/messages")["messages"]
+        if m["subject"] == "Numbers"
+    ]
+    [csv] = curl.ok("GET", numbers["url"])["attachments"]
+    assert (csv["filename"], csv["content_type"]) == ("numbers.csv", "text/csv")
+    assert curl("GET", csv["url"]).body == b"a,b\r\n1,2\r\n"
 
     # A session token works like Basic, and logging out ends it.
     login = curl.ok(
