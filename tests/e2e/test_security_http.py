@@ -494,3 +494,35 @@ def test_listing_messages_of_many_parts_never_stalls_other_sessions(host: MailHo
         raw.close()
     assert listed == [200]
     assert noops >= 10 * count, noops
+
+
+def test_failed_logins_count_per_user_however_the_name_is_spelt(host: MailHost) -> None:
+    """
+    Last in this module: it locks alice out of HTTP logins for a while.
+    Five spellings of one name from five addresses are five failures of one
+    user, not one each of five.
+    """
+    spellings = [
+        ALICE,
+        ALICE.upper(),
+        "\uff41lice@example.test",  # full-width a
+        f"  {ALICE}  ",
+        "ALICE@Example.Test",
+    ]
+    for n, login in enumerate(spellings):
+        status, _, _ = http_call(
+            host,
+            "POST",
+            "/api/session",
+            {"address": login, "password": "wrong"},
+            source=f"127.0.0.{90 + n}",
+        )
+        assert status == 401, login
+    status, _, _ = http_call(
+        host,
+        "POST",
+        "/api/session",
+        {"address": ALICE, "password": ALICE_PASSWORD},
+        source="127.0.0.99",
+    )
+    assert status == 429

@@ -103,7 +103,10 @@ async def log_in(
     A locked-out address or login is refused before the password is even
     looked at, right or wrong, so a guesser learns nothing more.
     """
-    keys = (f"ip:{client_ip(request)}", f"user:{login.strip().lower()}")
+    # The canonical user, so spellings of one name (case, full-width letters,
+    # decomposed accents: all log in as the same user) share one count.
+    user_key = ctx.accounts.canonical_user(login) or login.strip().lower()
+    keys = (f"ip:{client_ip(request)}", f"user:{user_key}")
     if not all(ctx.throttle.allowed(k) for k in keys):
         raise ApiError(
             429,
