@@ -445,9 +445,33 @@ def test_a_person_uses_the_page_in_chromium(web: Web) -> None:
         assert "Total due: 42 EUR" in opened["text"]
         assert "<b>" not in opened["text"]
 
-        # Log out: the page asks for a login again, and the session is gone.
+        # A folder of our own, open when we log out.
+        browser.click("#new-folder-button")
+        browser._send("POST", browser.session + "/alert/text", {"text": "Ideas"})
+        browser._send("POST", browser.session + "/alert/accept")
+        browser.wait_for("document.querySelector(\"#mailboxes li[data-name='Ideas']\")")
+        browser.click("#mailboxes li[data-name='Ideas']")
+        browser.wait_for("document.getElementById('list-title').textContent === 'Ideas'")
+
+        # Log out: the page asks for a login again, the session is gone, and
+        # none of our mail is left in the page, even hidden.
         browser.click("#logout-button")
         browser.wait_for("!document.getElementById('login-view').hidden")
         assert fetch_status(browser, "/api/mailboxes") == 401
+        assert (
+            browser.run("return document.getElementById('app-view').textContent").find("Invoice")
+            == -1
+        )
+
+        # Someone else logs in on the same page: their INBOX, not our Ideas.
+        browser.type("#login-address", SCRIPT_USER)
+        browser.type("#login-password", PASSWORDS[SCRIPT_USER])
+        browser.click("#login-submit")
+        browser.wait_for("!document.getElementById('app-view').hidden")
+        browser.wait_for("document.getElementById('list-title').textContent === 'INBOX'")
+        assert browser.text("#whoami") == SCRIPT_USER
+        assert browser.text("#login-error") == ""
+        browser.click("#logout-button")
+        browser.wait_for("!document.getElementById('login-view').hidden")
     finally:
         browser.close()

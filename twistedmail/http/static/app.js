@@ -127,6 +127,17 @@ function showLogin() {
     state.events.close();
     state.events = null;
   }
+  // Nothing of the last user's mail stays in the page, even hidden.
+  closeReader();
+  $("reader-subject").textContent = "";
+  $("reader-body").textContent = "";
+  $("reader-attachments").replaceChildren();
+  $("whoami").textContent = "";
+  $("messages").replaceChildren();
+  $("mailboxes").replaceChildren();
+  if ($("compose-dialog").open) $("compose-dialog").close();
+  $("compose-form").reset();
+  state.messages = [];
   $("app-view").hidden = true;
   $("login-view").hidden = false;
   $("login-address").focus();
@@ -157,6 +168,13 @@ async function onLogout() {
 
 async function showApp() {
   const me = await api("GET", "/api/session");
+  if (me.user !== state.user) {
+    // Someone else logged in: start from their INBOX, not the last user's folder.
+    state.current = "INBOX";
+    state.offset = 0;
+    state.search = "";
+    $("search-input").value = "";
+  }
   state.user = me.user;
   state.addresses = me.addresses;
   $("whoami").textContent = me.user;
