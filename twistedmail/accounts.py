@@ -60,8 +60,7 @@ ACCOUNTS_FILE = "accounts.json"
 
 _FORMAT_VERSION = 1
 
-# RFC 5321 §4.5.1: every domain we accept mail for has one; the local part is
-# case-insensitive (§4.1.1.3), which parse_address's folding gives us.
+# RFC 5321 §4.5.1, case-insensitive (§4.1.1.3): parse_address folds local parts.
 _POSTMASTER = "postmaster"
 
 # Recursion limit for alias chains; loops are refused when an alias is added
@@ -243,11 +242,7 @@ class Accounts:
         hostname: str | None = None,
     ) -> None:
         """
-        :param postmaster: where mail to ``postmaster@`` any local domain
-            goes when that domain has no user or alias of that name
-            (``[server] postmaster``); see `resolve`.
-        :param hostname: our host name (``[server] hostname``): a bare
-            ``<postmaster>`` is its postmaster when it is a local domain.
+        ``postmaster`` and ``hostname`` are ``[server]``'s; see `resolve`.
         :raises AccountsError: ``postmaster`` is not an address, or the file
             cannot be read.
         """
@@ -364,11 +359,9 @@ class Accounts:
         local, domain = parse_address(address)
         if domain not in data.domains:
             raise RelayDenied(f"{domain} is not a local domain")
-        found = _lookup(data, local, domain)
+        found = self._named(data, local, domain)
         if found:
             return found
-        if local.partition("+")[0] == _POSTMASTER:
-            return self._postmaster_of(data, domain)
         catch_all = data.catch_all.get(domain)
         if catch_all is not None:
             found = _expand(data, catch_all)
@@ -377,11 +370,7 @@ class Accounts:
         raise NoSuchUser(f"no user or alias {local}@{domain}")
 
     def named_users(self, address: str) -> tuple[str, ...]:
-        """
-        The users ``address`` names as a user or alias (``+tag`` or not),
-        without the catch-all and postmaster rules of `resolve`; ``()`` if
-        none, or the address is malformed or not local.
-        """
+        """`resolve` without catch-all and postmaster rules; ``()`` for nobody."""
         try:
             local, domain = parse_address(address)
         except ValueError:
@@ -389,11 +378,7 @@ class Accounts:
         return _lookup(self._refresh(), local, domain)
 
     def postmasters(self) -> dict[str, tuple[str, ...]]:
-        """
-        Who reaches ``postmaster@`` each local domain (an explicit user or
-        alias included), for the start-up log; a domain whose postmaster
-        cannot be anybody (no user at all) maps to ``()``.
-        """
+        """Who gets each local domain's postmaster mail (``()``: nobody yet), for the log."""
         found: dict[str, tuple[str, ...]] = {}
         for domain in self.domains():
             try:
@@ -461,13 +446,17 @@ class Accounts:
             return False
         if domain not in data.domains:
             return False
+        try:
+            return self._named(data, local, domain) == (user,)
+        except NoSuchUser:
+            return False
+
+    def _named(self, data: _Data, local: str, domain: str) -> tuple[str, ...]:
+        """`_lookup`, and for a postmaster nobody named, `_postmaster_of`."""
         found = _lookup(data, local, domain)
         if not found and local.partition("+")[0] == _POSTMASTER:
-            try:
-                found = self._postmaster_of(data, domain)
-            except NoSuchUser:
-                return False
-        return found == (user,)
+            return self._postmaster_of(data, domain)
+        return found
 
     def user_exists(self, user: str) -> bool:
         return self.canonical_user(user) is not None
