@@ -244,8 +244,20 @@ async def test_connections_per_user_limited(accounts, store, clock) -> None:
     await second.login()
 
 
-def test_idle_autologout(client: Client, clock) -> None:
-    # RFC 3501 §5.4: at least 30 minutes.
+def test_a_stranger_is_logged_out_after_the_login_timeout(client: Client, clock) -> None:
+    # RFC 9051 §5.4: the timer for clients not yet authenticated SHOULD be
+    # shorter than the 30 minutes owed to logged-in ones (Dovecot: 3 minutes).
+    clock.advance(179)
+    assert client.take() == b""
+    clock.advance(2)
+    assert client.take() == b"* BYE Autologout; idle for too long\r\n"
+    assert client.transport.disconnecting
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_autologout(client: Client, clock) -> None:
+    # RFC 3501 §5.4: at least 30 minutes once logged in.
+    await client.login()
     clock.advance(1799)
     assert client.take() == b""
     client.send(b"a1 NOOP\r\n")

@@ -42,6 +42,8 @@ class ImapSettings:
     """
 
     idle_timeout: float = 1800.0
+    #: Seconds a connection may stay idle before it has logged in.
+    login_timeout: float = 180.0
     max_literal_size: int = 50_000_000
     max_command_size: int = 1_000_000
     #: Before login every command, literals included, stays this small.

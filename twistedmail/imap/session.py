@@ -166,11 +166,16 @@ class IMAPSession(LineReceiver):
         self.close()
 
     def _reset_timer(self) -> None:
-        # RFC 3501 §5.4: the autologout timer is at least 30 minutes.
+        # RFC 3501 §5.4: the autologout timer is at least 30 minutes.  Before
+        # login a connection is a stranger's and gets only login_timeout (as
+        # Dovecot's 3 minutes), so idle strangers cannot hold connections.
+        timeout = self.settings.idle_timeout
+        if self.state is State.NOT_AUTHENTICATED:
+            timeout = min(timeout, self.settings.login_timeout)
         if self._timer is not None and self._timer.active():
-            self._timer.reset(self.settings.idle_timeout)
+            self._timer.reset(timeout)
         else:
-            self._timer = self.server.clock.callLater(self.settings.idle_timeout, self._timed_out)
+            self._timer = self.server.clock.callLater(timeout, self._timed_out)
 
     def _timed_out(self) -> None:
         self.write(b"* BYE Autologout; idle for too long\r\n")
@@ -273,6 +278,7 @@ class IMAPSession(LineReceiver):
         self.account = account
         self._logout = logout
         self.state = State.AUTHENTICATED
+        self._reset_timer()  # the full autologout time from now on
         log.info("IMAP login {user} from {peer}", user=user, peer=self.peer_host)
         return None
 
