@@ -219,3 +219,20 @@ async def test_remote_recipients_without_an_outbound_queue(no_relay_server: Serv
     # Local mail still goes.
     r = await call(client, "POST", "/api/messages", json_body={**body, "to": [BOB]})
     assert r.status == 201
+
+
+@ensure_deferred
+async def test_a_request_without_credentials_gets_only_a_small_body(memory_server: Server) -> None:
+    # A stranger must not make the server spool max_upload_size per connection.
+    stranger = memory_server.client()
+    big = b"x" * 100_000
+    r = await call(
+        stranger, "POST", "/api/session", body=big, headers={"Content-Type": "application/json"}
+    )
+    assert r.status == 413 and r.error_code == "too_large"
+    # The same size from a logged-in client is merely bad JSON, not too large.
+    client = await memory_server.login()
+    r = await call(
+        client, "POST", "/api/messages", body=big, headers={"Content-Type": "application/json"}
+    )
+    assert r.status == 400

@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twistedmail.accounts import Accounts
 from twistedmail.delivery import Delivery
 from twistedmail.http.api import routes
-from twistedmail.http.auth import check_csrf, identify
+from twistedmail.http.auth import COOKIE, check_csrf, identify
 from twistedmail.http.context import ApiContext, HttpSettings
 from twistedmail.http.errors import ApiError, not_found
 from twistedmail.http.pages import Pages
@@ -62,6 +62,9 @@ _COMMON_HEADERS = (
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
 
+#: Largest body of a request without credentials (a login is a few hundred octets).
+ANONYMOUS_MAX_BODY = 64 * 1024
+
 
 class ApiRequest(server.Request):
     """
@@ -76,6 +79,12 @@ class ApiRequest(server.Request):
 
     def _limit(self) -> int:
         limit: int = self.channel.site.max_body  # type: ignore[attr-defined]
+        # A request that carries no credentials at all (the login itself, or
+        # a stranger) never needs a big body: cap it, so that anonymous
+        # clients cannot make us spool max_upload_size each to disk.
+        cookie = self.getCookie(COOKIE)  # type: ignore[no-untyped-call]
+        if cookie is None and not self.requestHeaders.hasHeader(b"authorization"):
+            return min(limit, ANONYMOUS_MAX_BODY)
         return limit
 
     def gotLength(self, length: int | None) -> None:
