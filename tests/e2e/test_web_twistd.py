@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.daemon_harness import LOOPBACK, WAIT, MailHost, wait_until
+from tests.e2e.daemon_harness import LOOPBACK, WAIT, MailHost, free_port, wait_until
 from tests.e2e.test_twistd import listeners_reported
 from tests.http.http_webdriver import Browser, missing
 
@@ -475,3 +475,42 @@ def test_a_person_uses_the_page_in_chromium(web: Web) -> None:
         browser.wait_for("!document.getElementById('login-view').hidden")
     finally:
         browser.close()
+
+
+@pytest.mark.skipif(missing() is not None, reason=str(missing()))
+def test_after_a_daemon_restart_the_page_asks_for_a_login(tmp_path: Path) -> None:
+    """
+    Sessions live in the daemon's memory, so a restart ends them; the open
+    page notices through its event stream (refused with 401 on reconnecting)
+    instead of going quietly stale.
+    """
+    http = free_port()
+    host = MailHost(
+        tmp_path,
+        DOMAIN,
+        storage="memory",
+        extra={"listeners": {"http": f"tcp:{http}:interface={LOOPBACK}"}},
+    )
+    host.start()
+    host.cli("user", "add", WEB_USER, "--password-stdin", stdin=PASSWORDS[WEB_USER] + "\n")
+    browser = Browser()
+    try:
+        browser.go(f"http://{LOOPBACK}:{http}/")
+        browser.wait_for("!document.getElementById('login-view').hidden")
+        browser.type("#login-address", WEB_USER)
+        browser.type("#login-password", PASSWORDS[WEB_USER])
+        browser.click("#login-submit")
+        browser.wait_for("!document.getElementById('app-view').hidden")
+        host.stop()
+        host.start()
+        # The browser reconnects after the stream's retry delay (5 s), then
+        # the page checks its session: several of the driver's script
+        # timeouts may pass on a busy machine.
+        wait_until(
+            lambda: browser.run("return !document.getElementById('login-view').hidden"),
+            "the login form after the restart",
+        )
+        assert browser.run("return document.getElementById('app-view').hidden")
+    finally:
+        browser.close()
+        host.stop()

@@ -139,8 +139,10 @@ function showLogin() {
   $("compose-form").reset();
   state.messages = [];
   $("app-view").hidden = true;
-  $("login-view").hidden = false;
-  $("login-address").focus();
+  if ($("login-view").hidden) {
+    $("login-view").hidden = false;
+    $("login-address").focus();
+  }
 }
 
 async function onLogin(event) {
@@ -466,7 +468,7 @@ function compose(mode) {
     if (mode === "forward") {
       $("compose-title").textContent = "Forward";
       $("compose-subject").value = prefixed("Fwd:", m.subject || "");
-      $("compose-text").value = `\n\n---------- Forwarded message ----------\nFrom: ${formatAddress(m.from)}\nSubject: ${m.subject}\n\n${plainText(m)}`;
+      $("compose-text").value = `\n\n---------- Forwarded message ----------\nFrom: ${formatAddress(m.from)}\nDate: ${new Date(m.date || m.internal_date).toLocaleString()}\nSubject: ${m.subject}\nTo: ${m.to.map(formatAddress).join(", ")}\n\n${plainText(m)}`;
     } else {
       $("compose-title").textContent = "Reply";
       const replyTo = m.reply_to.length ? m.reply_to : [m.from].filter(Boolean);
@@ -564,6 +566,15 @@ function listen() {
   for (const name of ["mailbox_created", "mailbox_deleted", "mailbox_renamed"]) {
     source.addEventListener(name, () => refresh(null));
   }
+  // The browser retries a dropped stream by itself, but gives up on an
+  // error answer (a 401 once the session ended, say): then find out why, so
+  // the page asks for a login rather than going quietly stale.
+  source.addEventListener("error", () => {
+    if (source.readyState !== EventSource.CLOSED || state.events !== source) return;
+    state.events = null;
+    const later = () => setTimeout(() => { if (!state.events && !$("app-view").hidden) listen(); }, 5000);
+    api("GET", "/api/session").then(later, (e) => (e.status === 401 ? showLogin() : later()));
+  });
   source.addEventListener("message_added", (event) => {
     const data = JSON.parse(event.data);
     if (data.mailbox === "INBOX") toast("New mail");
