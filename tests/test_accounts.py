@@ -244,8 +244,12 @@ def test_needlessly_quoted_local_part_is_the_same_mailbox(accounts: Accounts) ->
     assert accounts.resolve('"Al\\ice"@example.test') == (ALICE,)
     with pytest.raises(NoSuchUser):
         accounts.resolve('"alice smith"@example.test')
-    accounts.add_user('"Alice Smith"@example.test', "pw")
-    assert accounts.resolve('"ALICE SMITH"@example.test') == ('"alice smith"@example.test',)
+    # A blank cannot be in a user's name (it names a Maildir directory), but
+    # an alias may carry one.
+    with pytest.raises(AccountsError, match="blanks"):
+        accounts.add_user('"Alice Smith"@example.test', "pw")
+    accounts.add_alias('"Alice Smith"@example.test', [ALICE])
+    assert accounts.resolve('"ALICE SMITH"@example.test') == (ALICE,)
 
 
 # --- changes ---------------------------------------------------------------------

@@ -714,15 +714,16 @@ class Accounts:
 def _check_user_name(user: str) -> None:
     """
     A user's name becomes a directory under ``mail/`` and appears in logs and
-    protocol replies: no path separator (``/``, ``\\``), no control
-    character, whatever quoting the address used (RFC 5321 §4.1.2 lets a
-    quoted local part hold them), so no user exists that a store would have
-    to refuse as a path.
+    protocol replies: no path separator (``/``, ``\\``), no blank (the
+    Maildir store refuses them in directory names), no control character,
+    whatever quoting the address used (RFC 5321 §4.1.2 lets a quoted local
+    part hold them), so no user exists that a store would have to refuse.
     """
     local = _split(user)[0]
-    if any(c in "/\\" or unicodedata.category(c) == "Cc" for c in local):
+    if any(c in "/\\" or c.isspace() or unicodedata.category(c) == "Cc" for c in local):
         raise AccountsError(
-            f"{user!r} cannot be a user: no '/', '\\' or control characters in its name."
+            f"{user!r} cannot be a user: no '/', '\\', blanks or control characters in its"
+            " name (an alias may have them)."
         )
 
 
