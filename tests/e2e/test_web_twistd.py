@@ -416,6 +416,14 @@ def test_a_person_uses_the_page_in_chromium(web: Web) -> None:
         browser.type("#compose-to", WEB_USER)
         browser.type("#compose-subject", "Sent from the browser")
         browser.type("#compose-text", "Hello from Chromium")
+        # Discard asks first once something is written; "no" keeps it all.
+        browser.click("#compose-cancel")
+        assert "Discard" in browser._send("GET", browser.session + "/alert/text")
+        browser._send("POST", browser.session + "/alert/dismiss")
+        assert browser.run("return document.getElementById('compose-dialog').open")
+        assert browser.run("return document.getElementById('compose-text').value") == (
+            "Hello from Chromium"
+        )
         browser.click("#compose-send")
         browser.wait_for(
             "Array.from(document.querySelectorAll('.message-row .subject'))"

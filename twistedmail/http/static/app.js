@@ -497,8 +497,23 @@ function compose(mode) {
   $("compose-forwarded").textContent = names.length ? `Attached from the original: ${names.join(", ")}` : "";
   compose.mode = mode;
   compose.original = m;
+  compose.initial = composeFields();
   $("compose-dialog").showModal();
   (mode === "new" || mode === "forward" ? $("compose-to") : $("compose-text")).focus();
+}
+
+function composeFields() {
+  const ids = ["compose-to", "compose-cc", "compose-bcc", "compose-subject", "compose-text"];
+  return JSON.stringify([...ids.map((id) => $(id).value), $("compose-files").files.length]);
+}
+
+// Discard (the button or Escape) asks first when something was written.
+function onDiscard(event) {
+  if (composeFields() !== compose.initial && !confirm("Discard this message?")) {
+    event.preventDefault();
+    return;
+  }
+  $("compose-dialog").close();
 }
 
 async function onSend(event) {
@@ -607,7 +622,8 @@ function wire() {
   });
   $("images-button").addEventListener("click", () => openMessage(state.selected.uid, true));
   $("compose-form").addEventListener("submit", onSend);
-  $("compose-cancel").addEventListener("click", () => $("compose-dialog").close());
+  $("compose-cancel").addEventListener("click", onDiscard);
+  $("compose-dialog").addEventListener("cancel", onDiscard);
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.search = $("search-input").value.trim();
