@@ -814,6 +814,7 @@ def test_header_contains_is_searching_the_decoded_values(values: list[str], need
     folded = needle.casefold()
     expected = any(folded in v.casefold() for v in parsed.header("subject"))
     assert parsed.header_contains("subject", folded) == expected
+    assert parsed.header_contains("Subject", folded) == expected  # from the memo now
 
 
 _ADDRESS_PIECES = st.sampled_from(
@@ -892,6 +893,34 @@ def test_simple_address_lists_parse_as_the_general_parser_does(value: bytes) -> 
 def test_everyday_address_lists_take_the_short_way(value: bytes) -> None:
     simple = structure._simple_address_list(value)
     assert simple is not None and simple == structure._parse_address_list(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "needle", "found"),
+    [
+        ("Re: QUARTERLY report", "quarterly", True),
+        ("STRASSE", "straße", True),
+        ("Straße", "ss", True),
+        ("\u212aelvin", "kelvin", True),
+        ("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "grüsse", True),
+        ("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "=?utf-8", False),
+        ("plain", "PLAIN", False),  # the needle comes case-folded
+    ],
+)
+def test_header_contains_examples(value: str, needle: str, found: bool) -> None:
+    parsed = ParsedMessage.parse(b"Subject: " + value.encode() + b"\r\n\r\n")
+    for _ in range(2):
+        assert parsed.header_contains("subject", needle.casefold() if found else needle) is found
+
+
+def test_header_contains_with_many_field_names() -> None:
+    names = [f"X-F{n}" for n in range(8)]
+    raw = "".join(f"{name}: value {n}\r\n" for n, name in enumerate(names)).encode() + b"\r\nb"
+    parsed = ParsedMessage.parse(raw)
+    for _ in range(2):  # the second round partly from the memo, partly not
+        for n, name in enumerate(names):
+            assert parsed.header_contains(name, f"value {n}")
+            assert not parsed.header_contains(name, f"value {n + 1}")
 
 
 def test_deep_nesting_is_bounded() -> None:

@@ -43,10 +43,13 @@ EAGER_BYTES = 256 * 1024
 
 #: What a cache entry costs besides its raw bytes: the `Part` and its
 #: lists (measured with tracemalloc at about 250 bytes plus 200 per header
-#: field on CPython 3.11), and room for the memoised ENVELOPE and
-#: BODYSTRUCTURE, which are about as long as the header.
-_ENTRY_BYTES = 256
+#: field on CPython 3.11), and room for what is memoised: the ENVELOPE and
+#: BODYSTRUCTURE, about as long as the header, and the case-folded values
+#: of up to `_FOLDED_NAMES` header fields SEARCH looked at (a small dict,
+#: and at most the header's length again).
+_ENTRY_BYTES = 512
 _FIELD_BYTES = 200
+_FOLDED_NAMES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,16 @@ class ParsedMessage:
     `headers`, `addresses`, `date`) may be used.
     """
 
-    __slots__ = ("_attachments", "_body", "_bodystructure", "_envelope", "complete", "raw", "root")
+    __slots__ = (
+        "_attachments",
+        "_body",
+        "_bodystructure",
+        "_envelope",
+        "_folded",
+        "complete",
+        "raw",
+        "root",
+    )
 
     def __init__(self, raw: bytes, root: Part, complete: bool = True) -> None:
         self.raw = raw
@@ -87,6 +99,7 @@ class ParsedMessage:
         self._envelope: bytes | None = None
         self._bodystructure: bytes | None = None
         self._body: bytes | None = None
+        self._folded: dict[str, tuple[bytes | str, ...]] | None = None
 
     @classmethod
     def parse(cls, raw: bytes) -> ParsedMessage:
@@ -136,7 +149,8 @@ class ParsedMessage:
         `ParsedCache` counts.  Small messages cost mostly their structure.
         """
         root = self.root
-        return len(self.raw) + _ENTRY_BYTES + _FIELD_BYTES * len(root.fields) + root.body_start
+        memoised = 2 * (root.body_start - root.start)
+        return len(self.raw) + _ENTRY_BYTES + _FIELD_BYTES * len(root.fields) + memoised
 
     def _need_complete(self) -> None:
         if not self.complete:
@@ -237,19 +251,27 @@ class ParsedMessage:
         Whether a top-level ``name`` field, decoded as `header` decodes it,
         contains ``needle`` (already case-folded) ignoring case.
 
-        The same answer as searching `header`, faster for the common case:
-        a plain ASCII value is compared as bytes, where case-folding is
+        The same answer as searching `header`, faster: each field's value
+        is case-folded once and kept (for a few field names), and a plain
+        ASCII value is kept and compared as bytes, where case-folding is
         lower-casing and nothing needs decoding.
         """
+        name = name.lower()
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = {}
+        values = folded.get(name)
+        if values is None:
+            values = tuple(_folded(raw) for raw in self.root.values(name))
+            if len(folded) < _FOLDED_NAMES:
+                folded[name] = values
         plain = needle.encode("ascii") if needle.isascii() else None
-        for raw in self.root.values(name):
-            value = raw.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b"")
-            value = value.strip(b" \t")
-            if value.isascii() and b"=?" not in value:
+        for value in values:
+            if isinstance(value, bytes):
                 # ASCII text cannot hold a non-ASCII needle.
-                if plain is not None and plain in value.lower():
+                if plain is not None and plain in value:
                     return True
-            elif needle in decode_words(_text(value)).casefold():
+            elif needle in value:
                 return True
         return False
 
@@ -344,6 +366,18 @@ class ParsedMessage:
 
 #: Sections of the top-level message a header-only parse can serve.
 _HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def _folded(raw: bytes) -> bytes | str:
+    """
+    A raw header value as `decode_header_value` reads it, case-folded:
+    lower-cased bytes when it is plain ASCII without encoded words (the
+    same text, cheaper), else the decoded text case-folded.
+    """
+    value = raw.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b"").strip(b" \t")
+    if value.isascii() and b"=?" not in value:
+        return value.lower()
+    return decode_words(_text(value)).casefold()
 
 
 def _leaves(root: Part) -> list[Part]:
