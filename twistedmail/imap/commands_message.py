@@ -111,6 +111,8 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
     loader = Loader(session, view, account)
     infos, recent, numbers = view.infos, view.recent, view.uids
     with_recent: dict[frozenset[str], frozenset[str]] = {}
+    flags_only = [a.name for a in atts] == ["FLAGS"]
+    tails: dict[frozenset[str], bytes] = {}
     vanished = False
     out: list[bytes] = []
     pending = 0
@@ -139,11 +141,18 @@ async def fetch(session: IMAPSession, command: Command) -> Reply:
         flags = info.flags
         if uid in recent:
             flags = with_recent.get(flags) or with_recent.setdefault(flags, flags | {RECENT})
-        render = seen_renderer if uid in seen_now else renderer
         if at >= len(numbers) or numbers[at] != uid:
             at = bisect.bisect_left(numbers, uid)
         at += 1
-        line = b"* %d FETCH (%s)\r\n" % (at, render.render(info, flags, raw, parsed))
+        if flags_only:
+            # FETCH (FLAGS): one answer per distinct flag set, spelt once.
+            tail = tails.get(flags)
+            if tail is None:
+                tail = tails[flags] = b" FETCH (%s)\r\n" % renderer.render(info, flags, None, None)
+            line = b"* %d" % at + tail
+        else:
+            render = seen_renderer if uid in seen_now else renderer
+            line = b"* %d FETCH (%s)\r\n" % (at, render.render(info, flags, raw, parsed))
         out.append(line)
         pending += len(line)
     if out:
