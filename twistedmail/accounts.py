@@ -9,7 +9,8 @@ changes; every query first checks whether the file changed on disk and
 reloads it, so the daemon sees the admin's changes without a restart.
 
 Password hashing and the cred checker and realm that SMTP AUTH, IMAP and
-HTTP share live in `twistedmail.auth`, and are re-exported here.
+HTTP share live in `twistedmail.auth`, and how an address becomes a lookup
+key in `twistedmail._addresses`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import threading
 import unicodedata
 import weakref
@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from twistedmail._addresses import normalize_address, normalize_domain, parse_address
 from twistedmail.auth import (
     DEFAULT_SCRYPT_N,
     AccountsChecker,
@@ -37,7 +38,6 @@ from twistedmail.auth import (
     make_portal,
 )
 from twistedmail.interfaces import AccountsError, NoSuchUser, RelayDenied
-from twistedmail.model import Address
 
 log = Logger()
 
@@ -67,88 +67,10 @@ _POSTMASTER = "postmaster"
 # and ignored (visited set) when resolving, this only bounds a silly chain.
 _MAX_ALIAS_DEPTH = 20
 
-# RFC 5322 §3.2.3 dot-atom, with RFC 6531 §3.3's UTF-8 characters.
-_DOT_ATOM = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*\Z")
-
-# RFC 1035 §2.3.1 labels, allowing Unicode letters for IDNs (RFC 6531).
-_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\Z")
-
-
-# --- Addresses and domains ------------------------------------------------------
-
-
-def normalize_domain(domain: str) -> str:
-    """
-    Lower-case and check a domain name; raise `AccountsError` if it is not one.
-
-    A-labels (``xn--...``) become U-labels, so a client without SMTPUTF8,
-    which must spell an internationalised domain in ASCII (RFC 6531 §3.2,
-    RFC 5890), reaches the same domain as one that sends UTF-8.
-    """
-    text = domain.strip().rstrip(".").lower()
-    try:
-        labels = [_u_label(label) for label in text.split(".")]
-    except UnicodeError:
-        raise AccountsError(f"{domain!r} is not a valid domain name.") from None
-    text = ".".join(labels)
-    if not text or len(text.encode()) > 253 or not all(_LABEL.match(lb) for lb in labels):
-        raise AccountsError(f"{domain!r} is not a valid domain name.")
-    return text
-
-
-def _u_label(label: str) -> str:
-    if label.startswith("xn--"):
-        return label.encode("ascii").decode("idna").lower()
-    return label
-
-
-def _unquote(local: str) -> str:
-    """
-    ``"alice"`` -> ``alice``: RFC 5321 §4.1.2 makes a quoted local part that
-    needs no quoting the same mailbox as the unquoted one.
-    """
-    if len(local) >= 2 and local[0] == local[-1] == '"':
-        inner = re.sub(r"\\(.)", r"\1", local[1:-1])
-        if _DOT_ATOM.match(inner):
-            return inner
-    return local
-
-
-def parse_address(address: str) -> tuple[str, str]:
-    """
-    The lookup key of an address as ``(local, domain)``, both lower-cased.
-
-    RFC 5321 §2.4 lets a server treat local parts case-sensitively; we fold
-    them, as nearly every mail server does, so ``Alice@`` reaches ``alice@``.
-    :raises ValueError: the address is malformed.
-    """
-    parsed = Address.parse(address)
-    # One user per name however it is typed: compatibility forms (full-width
-    # letters, the Kelvin sign) and decomposed accents fold to one spelling,
-    # as the PRECIS username profile (RFC 8265 §3.4) and UTS #46 do.
-    local = _unquote(unicodedata.normalize("NFKC", parsed.local))
-    # RFC 5321 §4.1.2: "@" is not atext, so only a quoted local part has one.
-    if "@" in local and not (local.startswith('"') and local.endswith('"')):
-        raise ValueError(f"bad local part in address: {address!r}")
-    if parsed.domain.startswith("[") and parsed.domain.endswith("]"):
-        # An address literal (RFC 5321 §4.1.3): valid, but never a local domain.
-        return local.lower(), parsed.domain
-    try:
-        domain = normalize_domain(unicodedata.normalize("NFKC", parsed.domain))
-    except AccountsError:
-        raise ValueError(f"bad domain in address: {address!r}") from None
-    return unicodedata.normalize("NFC", local.lower()), domain
-
-
-def normalize_address(address: str) -> str:
-    """``local@domain`` lower-cased; raise `AccountsError` if it is malformed."""
-    try:
-        local, domain = parse_address(address)
-        if domain.startswith("["):
-            raise ValueError("an address literal cannot be local")
-    except ValueError:
-        raise AccountsError(f"{address!r} is not a valid email address.") from None
-    return f"{local}@{domain}"
+# How many `Accounts.resolve` answers one version of the file remembers: a
+# repeated RCPT TO then costs a stat and a dict lookup, and a client trying
+# many addresses cannot grow the daemon.
+_MAX_RESOLVED = 4096
 
 
 def _split(address: str) -> tuple[str, str]:
@@ -159,14 +81,31 @@ def _split(address: str) -> tuple[str, str]:
 # --- The database ------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A remembered refusal of `Accounts.resolve`, raised afresh each time."""
+
+    error: type[ValueError | RelayDenied | NoSuchUser]
+    text: str
+
+
 @dataclass(frozen=True)
 class _Data:
-    """One immutable snapshot of the file; swapped whole, never changed in place."""
+    """
+    One immutable snapshot of the file; swapped whole, never changed in place.
+
+    ``resolved`` remembers `Accounts.resolve`'s answers for this snapshot
+    only: a reload makes a new snapshot, so no answer outlives the version of
+    the file it was computed from, even when another thread reloads midway.
+    """
 
     domains: frozenset[str] = frozenset()
     users: Mapping[str, str] = field(default_factory=dict)  # user -> password hash
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     catch_all: Mapping[str, str] = field(default_factory=dict)  # domain -> address
+    resolved: dict[str, tuple[str, ...] | _Refused] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -225,12 +164,13 @@ class Accounts:
     ``<data_dir>/accounts.json``.
 
     Queries are synchronous and cheap: one ``stat`` to notice a change made
-    by another process.  The file we last read is kept open, so its inode
-    cannot be reused by a later version of the file: (device, inode, mtime,
-    size) then reliably tells versions apart even when two writes land in
-    the same clock tick.  Changes are synchronous too (they are rare admin
-    actions); `verify_password` is the one blocking call and belongs in a
-    thread (see `twistedmail.auth`).  Safe to query from several threads.
+    by another process (and `resolve` remembers its answers per version).
+    The file we last read is kept open, so its inode cannot be reused by a
+    later version of the file: (device, inode, mtime, size) then reliably
+    tells versions apart even when two writes land in the same clock tick.
+    Changes are synchronous too (they are rare admin actions);
+    `verify_password` is the one blocking call and belongs in a thread (see
+    `twistedmail.auth`).  Safe to query from several threads.
     """
 
     def __init__(
@@ -354,6 +294,25 @@ class Accounts:
             postmaster: there is no user at all).
         """
         data = self._refresh()
+        memo = data.resolved
+        known = memo.get(address)
+        if known is None:
+            try:
+                known = self._resolve(data, address)
+            except RelayDenied as e:
+                known = _Refused(RelayDenied, str(e))
+            except NoSuchUser as e:
+                known = _Refused(NoSuchUser, str(e))
+            except ValueError as e:  # UnicodeError too: raised again as plain ValueError
+                known = _Refused(ValueError, str(e))
+            if len(memo) >= _MAX_RESOLVED:
+                memo.clear()  # many distinct addresses: start again, stay bounded
+            memo[address] = known
+        if isinstance(known, _Refused):
+            raise known.error(known.text)
+        return known
+
+    def _resolve(self, data: _Data, address: str) -> tuple[str, ...]:
         if address.strip().lower() == _POSTMASTER:  # RFC 5321 §4.1.1.3
             return self._postmaster_of(data, self._postmaster_domain(data))
         local, domain = parse_address(address)
