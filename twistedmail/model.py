@@ -13,7 +13,7 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 #: The hierarchy delimiter every store presents to protocols (IMAP LIST, HTTP).
 #: Backends may use another on disk (Maildir++ uses ``.``) but translate.
@@ -61,6 +61,26 @@ class FlagMode(enum.Enum):
     REPLACE = "replace"
     ADD = "add"
     REMOVE = "remove"
+
+    def apply(self, old: frozenset[str], flags: frozenset[str]) -> frozenset[str]:
+        """The flags a message ends up with when ``flags`` are applied to ``old``."""
+        if self is FlagMode.REPLACE:
+            return flags
+        if self is FlagMode.ADD:
+            return old | flags
+        return old - flags
+
+
+def internal_date(when: datetime) -> datetime:
+    """
+    An internal date as every store keeps it: UTC, whole seconds.
+
+    That is all IMAP's INTERNALDATE and a Maildir file's mtime can carry, so
+    every backend returns the same value.  A naive datetime is taken as UTC.
+    """
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).replace(microsecond=0)
 
 
 def normalize_flag(flag: str) -> str:

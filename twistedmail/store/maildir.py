@@ -75,6 +75,7 @@ from twistedmail.model import (
     SpecialUse,
     normalize_flags,
 )
+from twistedmail.model import internal_date as internal_date_of
 from twistedmail.store import _maildir_files as files
 from twistedmail.store._events import Listeners
 from twistedmail.store._maildir_files import UniqueNames
@@ -93,21 +94,6 @@ _T = TypeVar("_T")
 
 #: Ranges up to this size are read on the reactor thread; bigger ones in a thread.
 _INLINE_READ = 64 * 1024
-
-
-def _utc_seconds(when: datetime) -> datetime:
-    """Whole seconds in UTC: all a file mtime keeps (and what memory.py returns)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).replace(microsecond=0)
-
-
-def _combine(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    if mode is FlagMode.REPLACE:
-        return flags
-    if mode is FlagMode.ADD:
-        return old | flags
-    return old - flags
 
 
 @implementer(IMailAccount)
@@ -327,7 +313,7 @@ class MaildirAccount:
         if internal_date is None:
             when = datetime.fromtimestamp(int(self._reactor.seconds()), UTC)
         else:
-            when = _utc_seconds(internal_date)
+            when = internal_date_of(internal_date)
         return await self._transfer.store(folder, message, flags, when, deliver=False)
 
     def deliver(self, message: bytes, mailbox: str = INBOX) -> Deferred[Appended]:
@@ -414,7 +400,7 @@ class MaildirAccount:
                     if unchanged_since is not None and entry.info.modseq > unchanged_since:
                         failed.append(uid)
                         continue
-                    new_flags = _combine(entry.info.flags, flags, mode)
+                    new_flags = mode.apply(entry.info.flags, flags)
                     if new_flags != entry.info.flags:
                         info = folder.rename_flags(entry, new_flags)
                         if info is not None:

@@ -70,6 +70,7 @@ from twistedmail.model import (
     SpecialUse,
     normalize_flags,
 )
+from twistedmail.model import internal_date as internal_date_of
 from twistedmail.store._events import Listeners
 from twistedmail.store._names import (
     is_inside,
@@ -99,25 +100,6 @@ def _deferred(call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> De
     except Exception:
         return fail()
     return succeed(result)
-
-
-def _utc_seconds(when: datetime) -> datetime:
-    """
-    Internal dates are kept in UTC to whole seconds: all that IMAP's
-    INTERNALDATE and a Maildir file's mtime can carry, so every backend
-    returns the same value.  A naive datetime is taken to be UTC.
-    """
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).replace(microsecond=0)
-
-
-def _combine(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    if mode is FlagMode.REPLACE:
-        return flags
-    if mode is FlagMode.ADD:
-        return old | flags
-    return old - flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +384,7 @@ class MemoryAccount:
         if internal_date is None:
             when = datetime.fromtimestamp(self._now(), UTC).replace(microsecond=0)
         else:
-            when = _utc_seconds(internal_date)
+            when = internal_date_of(internal_date)
         info = mailbox.add(message, flags, when)
         self._emit([MessagesAdded(mailbox.name, mailbox.uidvalidity, (info,))])
         return Appended(mailbox.name, mailbox.uidvalidity, info)
@@ -480,7 +462,7 @@ class MemoryAccount:
             if unchanged_since is not None and info.modseq > unchanged_since:
                 failed.append(uid)
                 continue
-            new_flags = _combine(info.flags, flags, mode)
+            new_flags = mode.apply(info.flags, flags)
             if new_flags != info.flags:
                 changed.append(mailbox.set_flags(uid, new_flags))
         if changed:
