@@ -32,8 +32,10 @@ from twistedmail.tls import (
 
 
 def leaf_of(options: CertificateOptions) -> x509.Certificate:
-    assert options.certificate is not None
-    return options.certificate.to_cryptography()
+    # server_tls_options hands cryptography objects to CertificateOptions
+    # (pyOpenSSL deprecates its own X509/PKey there).
+    assert isinstance(options.certificate, x509.Certificate)
+    return options.certificate
 
 
 def san_of(cert: x509.Certificate) -> x509.SubjectAlternativeName:
@@ -317,3 +319,48 @@ def test_verifying_client_refuses_the_wrong_name(tmp_path):
     )
     assert server.data == b""
     assert client.lost
+
+
+def _signed(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: object, *, ca: bool
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+        )
+    return builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+
+
+def test_intermediates_after_the_certificate_are_sent(tmp_path):
+    """A client that trusts only the root verifies the leaf through the intermediate we send."""
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _signed("Test Root", root_key, "Test Root", root_key, ca=True)
+    mid = _signed("Test Intermediate", mid_key, "Test Root", root_key, ca=True)
+    leaf = _signed("chain.example.test", leaf_key, "Test Intermediate", mid_key, ca=False)
+    cert_path = tmp_path / "chain.crt"
+    key_path = tmp_path / "chain.key"
+    cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, mid)))
+    key_path.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    options = server_tls_options(str(tmp_path), str(cert_path), str(key_path), "ignored")
+    assert options.extraCertChain == [mid]
+    trusted = Certificate.loadPEM(root.public_bytes(serialization.Encoding.PEM))
+    server, client = handshake(options, client_tls_options("chain.example.test", True, [trusted]))
+    assert server.data == b"hello"
+    assert not client.lost

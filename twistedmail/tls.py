@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from OpenSSL.crypto import X509, PKey
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
+    TLSVersion,
     optionsForClientTLS,
     trustRootFromCertificates,
 )
@@ -104,10 +104,15 @@ def server_tls_options(
         raise CertificateError(
             f"the private key in {key_path} does not belong to the certificate in {certificate}"
         )
+    # cryptography objects, not pyOpenSSL's X509/PKey: CertificateOptions
+    # hands them unchanged to SSL.Context.use_certificate, use_privatekey and
+    # add_extra_chain_cert, which take both and deprecate the pyOpenSSL
+    # types.  Twisted's annotations still name only the old types.
     options = CertificateOptions(
-        privateKey=PKey.from_cryptography_key(key),
-        certificate=X509.from_cryptography(chain[0]),
-        extraCertChain=[X509.from_cryptography(c) for c in chain[1:]],
+        privateKey=key,  # type: ignore[arg-type]
+        certificate=chain[0],  # type: ignore[arg-type]
+        extraCertChain=chain[1:],  # type: ignore[arg-type]
+        raiseMinimumTo=TLSVersion.TLSv1_2,  # Twisted's default today; RFC 8996 forbids older
     )
     try:
         options.getContext()  # fail now, at startup, not at the first handshake
