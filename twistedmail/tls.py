@@ -307,6 +307,12 @@ def client_tls_options(
         must verify and name ``hostname``.
     :param trust_roots: certificates to trust instead of the system's CAs
         when verifying (a private CA, or a peer's self-signed certificate).
+
+    Every call makes a new OpenSSL context.  The queue runner does not call
+    this per session: ``twistedmail.outbound.tlscache.TLSOptionsCache``
+    shares one context for opportunistic TLS itself and calls this only for
+    verified TLS, once per host name; so ``verify=False`` here serves
+    one-off senders and tests.
     """
     if not verify:
         return _OpportunisticTLS(hostname)
