@@ -493,7 +493,10 @@ def test_listing_messages_of_many_parts_never_stalls_other_sessions(host: MailHo
         lister.join()
         raw.close()
     assert listed == [200]
-    assert noops >= 10 * count, noops
+    # Parsed on the reactor, the page would let one or two NOOPs through in
+    # all; off it, dozens to hundreds get through depending on machine load
+    # (93 to 1,900 seen).  The bound sits far from both.
+    assert noops >= 2 * count, noops
 
 
 def test_failed_logins_count_per_user_however_the_name_is_spelt(host: MailHost) -> None:
