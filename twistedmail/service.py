@@ -143,8 +143,12 @@ def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         # One throttle for imap and imaps: a guesser gets max_login_failures
         # per address in all, not per listener.
         throttle=ctx.shared.get("imap-throttle"),
+        # And one \\Recent tracker: a message is recent in one session
+        # (RFC 3501 §2.3.2), whichever listener that session came through.
+        recent=ctx.shared.get("imap-recent"),
     )
     ctx.shared.setdefault("imap-throttle", factory.throttle)
+    ctx.shared.setdefault("imap-recent", factory.recent)
     return factory
 
 

@@ -126,7 +126,10 @@ async def test_imaplib_session(server: Server) -> None:
             typ, data = imap.search(None, "BODY", "findme")
             assert data == [b"2"]
             typ, data = imap.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            assert data[0][0] == b"1 (FLAGS (\\Flagged) BODY[HEADER.FIELDS (SUBJECT)] {16}"
+            # The first session to select INBOX: \Recent (RFC 3501 §2.3.2).
+            assert data[0][0] == (
+                b"1 (FLAGS (\\Flagged \\Recent) BODY[HEADER.FIELDS (SUBJECT)] {16}"
+            )
             assert data[0][1] == b"Subject: one\r\n\r\n"
             typ, data = imap.fetch("2", "(RFC822)")
             assert data[0][1] == message("two", "findme\r\n")
@@ -172,7 +175,7 @@ async def test_imapclient_session(server: Server, account: IMailAccount) -> None
             assert fetched[2][b"BODY[]"] == message("Grüße", "hello\r\n")
             assert b"\\Seen" in fetched[1][b"FLAGS"]
             imap.add_flags([2], [b"$Work"])
-            assert set(imap.get_flags([2])[2]) == {b"$Work", b"\\Seen"}
+            assert set(imap.get_flags([2])[2]) == {b"$Work", b"\\Seen", b"\\Recent"}
             result = imap.move([1], "Archive")
             assert result is None or result
             assert imap.search("ALL") == [2]

@@ -341,7 +341,9 @@ def test_mutt_reads_flags_deletes_and_files(host: MailHost, tmp_path: Path) -> N
             "Flagme": {"\\Flagged"},
             "Untouched": set(),
         }
-        assert mailbox(client, "Archive") == {"Archiveme": set()}
+        # No session has had Archive selected yet, and EXAMINE sees \Recent
+        # without taking it (RFC 3501 §2.3.2, §6.3.2).
+        assert mailbox(client, "Archive") == {"Archiveme": {"\\Recent"}}
 
 
 # --- imapclient IDLE ------------------------------------------------------------------------

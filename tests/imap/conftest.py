@@ -161,3 +161,16 @@ def message(
         "Date: Mon, 7 Feb 2024 10:00:00 +0000\r\n"
         f"Message-ID: <{subject}@example.test>\r\n\r\n{body}"
     ).encode()
+
+
+async def seen_elsewhere(factory: IMAPFactory, mailbox: bytes = b"INBOX") -> None:
+    """
+    Have an earlier session SELECT ``mailbox`` and log out, so its messages
+    are no longer ``\\Recent`` for the sessions after it (RFC 3501 §2.3.2):
+    for tests about something else that spell out FLAGS and counts.
+    """
+    earlier = Client(factory)
+    await earlier.login()
+    out = await earlier.command(b"r1 SELECT " + mailbox)
+    assert b"r1 OK" in out, out
+    await earlier.command(b"r2 LOGOUT")

@@ -148,7 +148,7 @@ async def test_status(client: Client) -> None:
     out = await client.command(b"a1 STATUS INBOX (MESSAGES RECENT UNSEEN UIDNEXT)")
     assert (
         out
-        == b"* STATUS INBOX (MESSAGES 2 RECENT 0 UNSEEN 1 UIDNEXT 3)\r\na1 OK STATUS completed\r\n"
+        == b"* STATUS INBOX (MESSAGES 2 RECENT 2 UNSEEN 1 UIDNEXT 3)\r\na1 OK STATUS completed\r\n"
     )
     assert await client.command(b"a2 STATUS Nope (MESSAGES)") == (
         b"a2 NO [NONEXISTENT] Mailbox does not exist\r\n"
@@ -194,7 +194,7 @@ async def test_select_responses(client: Client, account: IMailAccount) -> None:
         b"* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $Important \\*)]"
         b" Flags permitted\r\n"
         b"* 2 EXISTS\r\n"
-        b"* 0 RECENT\r\n"
+        b"* 2 RECENT\r\n"  # the first session told of them (RFC 3501 §2.3.2)
         b"* OK [UNSEEN 2] First unseen\r\n"
         b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
         b"* OK [UIDNEXT 3] Predicted next UID\r\n"
@@ -239,11 +239,14 @@ async def test_condstore_select_status_and_fetch(client: Client, account: IMailA
     assert b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % status.highestmodseq in out
     [info] = await account.messages("INBOX")
     out = await client.command(b"a3 FETCH 1 (FLAGS)")
-    assert out == b"* 1 FETCH (FLAGS () MODSEQ (%d))\r\na3 OK FETCH completed\r\n" % info.modseq
+    assert out == (
+        b"* 1 FETCH (FLAGS (\\Recent) MODSEQ (%d))\r\na3 OK FETCH completed\r\n" % info.modseq
+    )
     out = await client.command(b"a4 STORE 1 +FLAGS (\\Seen)")
     [info] = await account.messages("INBOX")
-    assert (
-        out == b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (%d))\r\na4 OK STORE completed\r\n" % info.modseq
+    assert out == (
+        b"* 1 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (%d))\r\na4 OK STORE completed\r\n"
+        % info.modseq
     )
     out = await client.command(b"a5 UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % info.modseq)
     assert out == b"a5 OK UID FETCH completed\r\n"

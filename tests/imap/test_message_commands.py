@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
 
-from tests.imap.conftest import Client, message, turn
+from tests.imap.conftest import Client, message, seen_elsewhere, turn
 from twistedmail.interfaces import IMailAccount
 
 
 async def _selected(client: Client, account: IMailAccount, count: int = 3) -> int:
     for i in range(count):
         await account.append("INBOX", message(f"m{i + 1}"))
+    await seen_elsewhere(client.factory)
     await client.login()
     out = await client.command(b"s1 SELECT INBOX")
     assert b"s1 OK" in out

@@ -65,9 +65,10 @@ CASES = [
     (b"UNDRAFT", b"1 2 3 5"),
     (b"KEYWORD $Work", b"2"),
     (b"UNKEYWORD $Work", b"1 3 4 5"),
-    (b"RECENT", b""),
-    (b"NEW", b""),
-    (b"OLD", b"1 2 3 4 5"),
+    # This session is the first to see them (RFC 3501 §2.3.2).
+    (b"RECENT", b"1 2 3 4 5"),
+    (b"NEW", b"2 4 5"),
+    (b"OLD", b""),
     (b"FROM carol", b"2"),
     (b"FROM BOB", b"1 2 3 5"),
     (b"TO alice", b"1 2 3 5"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest_twisted  # type: ignore[import-untyped]
 
-from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
+from tests.imap.conftest import Client, message, seen_elsewhere  # type: ignore[import-not-found]
 from twistedmail.imap.server import IMAPFactory
 from twistedmail.interfaces import IMailAccount
 from twistedmail.model import FlagMode
@@ -18,6 +18,7 @@ async def _two(
 ) -> tuple[Client, Client]:
     for i in range(count):
         await account.append("INBOX", message(f"m{i + 1}"))
+    await seen_elsewhere(factory)
     a, b = Client(factory), Client(factory)
     for c in (a, b):
         await c.login()

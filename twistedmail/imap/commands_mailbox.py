@@ -38,6 +38,11 @@ def _account(session: IMAPSession) -> IMailAccount:
     return session.account
 
 
+def _user(session: IMAPSession) -> str:
+    assert session.user is not None
+    return session.user
+
+
 async def select(session: IMAPSession, command: Command) -> Reply:
     """RFC 3501 §6.3.1-2; RFC 7162 §3.1.8 (CONDSTORE) and §3.1.2.1 (HIGHESTMODSEQ)."""
     args = command.args
@@ -119,13 +124,16 @@ async def delete(session: IMAPSession, command: Command) -> Reply:
     if session.selected is not None and session.selected.name == args.mailbox:
         session.unselect()
     await _account(session).delete_mailbox(args.mailbox)
+    session.server.recent.deleted(_user(session), args.mailbox)
     return ok("DELETE completed")
 
 
 async def rename(session: IMAPSession, command: Command) -> Reply:
     args = command.args
     assert isinstance(args, RenameArgs)
-    await _account(session).rename_mailbox(args.old, args.new.rstrip(DELIMITER))
+    new = args.new.rstrip(DELIMITER)
+    await _account(session).rename_mailbox(args.old, new)
+    session.server.recent.renamed(_user(session), args.old, new, DELIMITER)
     return ok("RENAME completed")
 
 
@@ -169,17 +177,35 @@ async def _list_status(session: IMAPSession, entry: Entry, atts: tuple[str, ...]
     """RFC 5819: a STATUS response right after the mailbox's LIST response."""
     try:
         status = await _account(session).status(entry.name)
-    except NoSuchMailbox:
+        line = await _status_line(session, entry.name, status, atts)
+    except NoSuchMailbox:  # deleted meanwhile
         return
-    session.untagged(_status_line(session, entry.name, status, atts))
+    session.untagged(line)
 
 
-def _status_line(
+async def _recent(session: IMAPSession, name: str, status: MailboxStatus) -> int:
+    """
+    RFC 3501 §6.3.10 STATUS RECENT: in the selected mailbox, this session's
+    ``\\Recent`` messages; elsewhere, those the next session to SELECT it
+    would get (§2.3.2).  STATUS itself claims none of them.
+    """
+    view = session.selected
+    if view is not None and view.name == name and view.uidvalidity == status.uidvalidity:
+        return len(view.recent)
+    claimed = session.server.recent.claimed(_user(session), name, status.uidvalidity)
+    if claimed == 0:
+        return status.messages
+    if claimed >= status.uidnext - 1 or not status.messages:
+        return 0
+    # Some above the mark, some perhaps expunged: only the listing can tell.
+    infos = await _account(session).messages(name)
+    return sum(1 for info in infos if info.uid > claimed)
+
+
+async def _status_line(
     session: IMAPSession, name: str, status: MailboxStatus, atts: tuple[str, ...]
 ) -> bytes:
-    recent = 0
-    if session.selected is not None and session.selected.name == name:
-        recent = len(session.selected.recent)
+    recent = await _recent(session, name, status) if "RECENT" in atts else 0
     values = {
         "MESSAGES": status.messages,
         "RECENT": recent,
@@ -199,7 +225,7 @@ async def status(session: IMAPSession, command: Command) -> Reply:
     if "HIGHESTMODSEQ" in args.atts:
         session.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
     result = await _account(session).status(args.mailbox)
-    session.untagged(_status_line(session, args.mailbox, result, args.atts))
+    session.untagged(await _status_line(session, args.mailbox, result, args.atts))
     return ok("STATUS completed")
 
 

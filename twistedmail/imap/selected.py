@@ -20,9 +20,10 @@ metadata, so FETCH of FLAGS or UID still answers for it.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+from twistedmail.imap.recent import RecentTracker
 from twistedmail.imap.syntax import STAR, ParseError, SeqSet
 from twistedmail.interfaces import IMailAccount
 from twistedmail.model import (
@@ -51,7 +52,14 @@ class SelectedMailbox:
         name: str,
         read_only: bool,
         on_change: Callable[[], None],
+        tracker: RecentTracker | None = None,
+        user: str = "",
     ) -> None:
+        """
+        With a ``tracker``, ``\\Recent`` is shared out between sessions
+        (RFC 3501 §2.3.2); without one (a view outside IMAP) every message
+        that arrives while the view is open counts as recent.
+        """
         self.account = account
         self.name = name
         self.read_only = read_only
@@ -65,6 +73,8 @@ class SelectedMailbox:
         #: RFC 5182 SEARCHRES: the UIDs the last SEARCH ... SAVE found.
         self.saved: list[int] = []
         self._on_change = on_change
+        self._tracker = tracker
+        self._user = user
         self._added: dict[int, MessageInfo] = {}
         self._flags: dict[int, MessageInfo] = {}
         self._expunged: set[int] = set()
@@ -94,7 +104,16 @@ class SelectedMailbox:
             if u in self.infos and i.modseq > self.infos[u].modseq
         }
         self.uidnext = max(status.uidnext, self.uids[-1] + 1 if self.uids else 1)
+        if self._tracker is not None:
+            # RFC 3501 §6.3.1: SELECT is the first notification of these.
+            self.recent = set(self._claim(self.uids))
         return status
+
+    def _claim(self, uids: list[int]) -> Sequence[int]:
+        """Which of ``uids``, about to be announced, are recent in this session."""
+        if self._tracker is None:
+            return uids
+        return self._tracker.claim(self._user, self.name, self.uidvalidity, uids, self.read_only)
 
     def close(self) -> None:
         if self._stop_listening is not None:
@@ -210,13 +229,16 @@ class SelectedMailbox:
             self._flags.clear()
         if self._added:
             last = self.uids[-1] if self.uids else 0
+            new: list[int] = []
             for uid in sorted(self._added):
                 if uid > last:
                     self.uids.append(uid)
                     self.infos[uid] = self._added[uid]
-                    self.recent.add(uid)
+                    new.append(uid)
                     last = uid
             self._added.clear()
+            # RFC 3501 §7.3.1: this EXISTS may be the first any session sends.
+            self.recent.update(self._claim(new))
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             out.append(b"* %d RECENT\r\n" % len(self.recent))
         return out

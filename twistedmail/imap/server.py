@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from twistedmail.imap.recent import RecentTracker
 from twistedmail.imap.session import IMAPSession
 from twistedmail.message import ParsedCache
 from twistedmail.throttle import LoginThrottle
@@ -81,6 +82,7 @@ class IMAPFactory(ServerFactory, Service):
         clock: IReactorTime,
         reactor: Any,
         throttle: LoginThrottle | None = None,
+        recent: RecentTracker | None = None,
     ) -> None:
         if implicit_tls and tls_options is None:
             raise ValueError("implicit TLS needs TLS options")
@@ -103,6 +105,10 @@ class IMAPFactory(ServerFactory, Service):
             if throttle is None  # not ``or``: an empty throttle is falsy (len 0)
             else throttle
         )
+        #: Who has been told about which messages (RFC 3501 §2.3.2).  Share
+        #: one between ``imap`` and ``imaps``: a message is recent in one
+        #: session, whichever listener it came through.
+        self.recent = RecentTracker() if recent is None else recent
         self._users: dict[str, int] = {}
         #: Open sessions, for a polite shutdown.
         self.sessions: set[IMAPSession] = set()

@@ -244,7 +244,9 @@ class IMAPSession(LineReceiver):
 
     def make_view(self, name: str, read_only: bool) -> SelectedMailbox:
         assert self.account is not None
-        return SelectedMailbox(self.account, name, read_only, self._changed)
+        return SelectedMailbox(
+            self.account, name, read_only, self._changed, self.server.recent, self.user or ""
+        )
 
     def select(self, view: SelectedMailbox) -> None:
         self.unselect()
