@@ -8,6 +8,8 @@ count, STATUS (RECENT), SEARCH RECENT/NEW/OLD and FETCH FLAGS agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest_twisted  # type: ignore[import-untyped]
 
 from tests.imap.conftest import Client, message  # type: ignore[import-not-found]
@@ -231,3 +233,25 @@ def test_tracker_claims_above_the_mark_only() -> None:
     assert list(tracker.claim("u", "INBOX", 8, [1], read_only=False)) == [1]
     assert tracker.claimed("u", "INBOX", 7) == 5
     assert tracker.claimed("v", "INBOX", 7) == 0
+
+
+def test_service_gives_imap_and_imaps_one_tracker(factory: IMAPFactory) -> None:
+    from twistedmail.config import Config
+    from twistedmail.service import ServiceContext, _imap_factory
+
+    unused: Any = None  # fields _imap_factory does not read
+    ctx = ServiceContext(
+        Config(),
+        factory.reactor,
+        "/nonexistent",
+        unused,
+        unused,
+        factory.portal,
+        unused,
+        unused,
+        unused,
+    )
+    imap, imaps = _imap_factory(ctx, "imap"), _imap_factory(ctx, "imaps")
+    assert isinstance(imap, IMAPFactory) and isinstance(imaps, IMAPFactory)
+    assert imap.recent is imaps.recent
+    assert imap.recent is not factory.recent  # one per daemon, not per process
