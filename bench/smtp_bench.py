@@ -16,6 +16,14 @@ Servers:
   aiosmtpd is not a twistedmail dependency: pass ``--aiosmtpd-python`` an
   interpreter that has it (e.g. a scratch venv with ``pip install
   aiosmtpd``), or the peer is skipped with a message.
+* ``postfix`` (optional; skipped with a message unless Debian's postfix is
+  installed and we are root, or with ``--no-postfix``): a private Postfix
+  instance per column (tests/e2e/postfix_harness.py) on a loopback port,
+  whose ``virtual`` agent delivers into a Maildir.  Postfix answers 250 once
+  a message is queued, before delivery, so its clock stops only when the
+  last message is a file in the Maildir (time to all stored, as
+  bench/queue_bench.py does); its peak memory and CPU are spread over many
+  processes and are not shown.
 * ``--peer NAME=HOST:PORT`` adds any already running server (e.g. a
   Postfix configured to deliver into a Maildir on a loopback port); its
   storage cannot be checked from here, so its column trusts its 250s.
@@ -45,6 +53,8 @@ from typing import Any
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 RECIPIENT = "bob@bench.test"
+POSTFIX_DEADLINE = 600.0
+"""Give up waiting for Postfix's deliveries after this long (a hung run, not a slow one)."""
 
 
 # --- the servers (run in child processes) -----------------------------------------
@@ -202,9 +212,16 @@ class Child:
         return peak, cpu - self.cpu_at_start
 
 
-def smtp_source(port: int, sessions: int, keep_open: bool, messages: int, size: int) -> float:
+def smtp_source(
+    port: int,
+    sessions: int,
+    keep_open: bool,
+    messages: int,
+    size: int,
+    recipient: str = RECIPIENT,
+) -> float:
     args = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size)]
-    args += ["-f", "sender@bench.example", "-t", RECIPIENT, "-M", "client.bench.example"]
+    args += ["-f", "sender@bench.example", "-t", recipient, "-M", "client.bench.example"]
     if keep_open:
         args.append("-d")
     start = time.perf_counter()
@@ -242,6 +259,57 @@ def run_peer(address: str, sessions: int, keep: bool, n: int, size: int) -> Resu
     return Result(n / smtp_source(int(port), sessions, keep, n, size), None, "250s trusted")
 
 
+def postfix_harness() -> Any:
+    """The e2e tests' private-Postfix harness (the checkout's root on the path)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.e2e import postfix_harness as harness
+
+    return harness
+
+
+def postfix_unavailable() -> str | None:
+    try:
+        harness = postfix_harness()
+    except ImportError as e:
+        return f"cannot import tests.e2e.postfix_harness ({e})"
+    reason: str | None = harness.unavailable()
+    return reason
+
+
+def count_files(directory: Path) -> int:
+    try:
+        return sum(1 for _ in os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+
+
+def run_postfix(sessions: int, keep: bool, n: int, size: int) -> Result:
+    """
+    A fresh private Postfix; the time until every message is a Maildir file.
+
+    Postfix's 250 means queued (fsync'd in its queue), not delivered, so
+    smtp-source finishing is not the end: the clock runs on until the
+    ``virtual`` agent has written all ``n`` files into ``new/``.
+    """
+    harness = postfix_harness()
+    postfix = harness.Postfix({})
+    try:
+        postfix.start()
+        new = postfix.vmail / harness.MAILDIR / "new"
+        start = time.perf_counter()
+        smtp_source(postfix.port, sessions, keep, n, size, f"bob@{harness.DOMAIN}")
+        while (stored := count_files(new)) < n:
+            if time.perf_counter() - start > POSTFIX_DEADLINE:
+                return Result(None, None, f"only {stored}/{n} stored")
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+    finally:
+        postfix.stop()
+    return Result(n / elapsed, None)
+
+
 def has_aiosmtpd(python: str) -> bool:
     probe = subprocess.run([python, "-c", "import aiosmtpd"], capture_output=True, check=False)
     return probe.returncode == 0
@@ -265,9 +333,8 @@ def rows(
     head += "".join(f"{n + ' peak MB':>18}" for n in names[:2])
     if cpu:
         head += "".join(f"{n + ' CPU ms/msg':>20}" for n in names[:2])
-    ratio = "ours" in results and "aiosmtpd" in results
-    if ratio:
-        head += f"{'ours/aiosmtpd':>15}"
+    ratios = [p for p in ("aiosmtpd", "postfix") if "ours" in results and p in results]
+    head += "".join(f"{'ours/' + p:>15}" for p in ratios)
     yield head
     for i, (sessions, keep) in enumerate(configs):
         label = f"{sessions} {'session' if sessions == 1 else 'sessions'}, "
@@ -282,8 +349,8 @@ def rows(
         for name in names[:2] if cpu else ():
             c = results[name][i].cpu_ms
             line += f"{c:>20.3f}" if c else f"{'n/a':>20}"
-        if ratio:
-            ours, theirs = results["ours"][i].rate, results["aiosmtpd"][i].rate
+        for peer in ratios:
+            ours, theirs = results["ours"][i].rate, results[peer][i].rate
             line += f"{ours / theirs:>14.2f}x" if ours and theirs else f"{'n/a':>15}"
         yield line
 
@@ -315,9 +382,8 @@ def main() -> None:
         default="1,1d,10,10d",
         help="which columns: sessions, with d for kept-open (default 1,1d,10,10d)",
     )
-    parser.add_argument(
-        "--only-ours", action="store_true", help="skip the aiosmtpd peer (quick iteration)"
-    )
+    parser.add_argument("--only-ours", action="store_true", help="skip the peers (quick iteration)")
+    parser.add_argument("--no-postfix", action="store_true", help="skip the private Postfix peer")
     parser.add_argument(
         "--repeat", type=int, default=1, help="run each cell N times and keep the fastest"
     )
@@ -356,6 +422,12 @@ def main() -> None:
         )
     if args.with_memory:
         servers.append(("ours-memory", sys.executable, False))
+    if not args.only_ours:
+        reason = "--no-postfix" if args.no_postfix else postfix_unavailable()
+        if reason is None:
+            servers.append(("postfix", "", True))
+        else:
+            print(f"postfix peer skipped: {reason}")
     results: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
     for s, k in configs:
         # Servers take turns within a column, so a busy spell on a shared
@@ -363,6 +435,9 @@ def main() -> None:
         runs: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
         for _ in range(args.repeat):
             for name, python, check in servers:
+                if name == "postfix":
+                    runs[name].append(run_postfix(s, k, n, size))
+                    continue
                 profile = f"{args.profile}.{name}" if args.profile and name != "aiosmtpd" else None
                 runs[name].append(run_child(python, name, s, k, n, size, check, profile))
         for name in runs:
@@ -373,6 +448,10 @@ def main() -> None:
     print(f"{n} messages of {size} octets, every one fsync'd before 250 ({os.cpu_count()} CPUs)")
     if args.repeat > 1:
         print(f"(fastest of {args.repeat} runs per cell, servers taking turns)")
+    if "postfix" in results:
+        print(
+            "(postfix: 250 means queued; its figure is time until every message is in its Maildir)"
+        )
     if args.with_memory:
         print(
             "(ours-memory keeps mail in memory: no disk, no fsync; not comparable for durability)"
