@@ -24,9 +24,8 @@ Servers:
   last message is a file in the Maildir (time to all stored, as
   bench/queue_bench.py does); its peak memory and CPU are spread over many
   processes and are not shown.
-* ``--peer NAME=HOST:PORT`` adds any already running server (e.g. a
-  Postfix configured to deliver into a Maildir on a loopback port); its
-  storage cannot be checked from here, so its column trusts its 250s.
+* ``--peer NAME=HOST:PORT`` adds any already running server on loopback;
+  its storage cannot be checked from here, so its column trusts its 250s.
 
 Usage: ``python bench/smtp_bench.py [--messages 2000] [--size 2048]``.
 This is a benchmark, not a test: it prints a table and never fails CI.
