@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
+from math import floor
+from typing import NamedTuple
 
 # Characters a client-supplied HELO name may bring into our header; anything
 # else (spaces, parentheses, controls, non-ASCII) becomes "?" so that a
@@ -27,12 +29,27 @@ def new_id() -> str:
 
 
 def rfc5322_date(now: float) -> str:
-    return format_datetime(datetime.fromtimestamp(now, UTC))
+    """
+    ``now`` (seconds since the epoch) as an RFC 5322 §3.3 date in UTC.
+
+    Formatting costs ~10 µs, more than the rest of the trace header, and
+    the result changes once a second: it is memoized per whole second.
+    """
+    return _date_of_second(floor(now))
 
 
-@dataclass(frozen=True, slots=True)
-class TraceInfo:
-    """What the session knows when a message arrives."""
+# A memo of a pure function, not state: the answer for a second never
+# changes, whichever clock asks.  Two entries cover a second's boundary.
+@lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
+class TraceInfo(NamedTuple):
+    """
+    What the session knows when a message arrives.  A NamedTuple, not a
+    frozen dataclass: one is built per message, at a third of the cost.
+    """
 
     helo: str
     client_ip: str
@@ -66,17 +83,16 @@ def received_header(info: TraceInfo, recipient: str | None) -> bytes:
     """
     helo = _SAFE_HELO.sub("?", info.helo)[:255] or "unknown"
     ip = _SAFE_HELO.sub("?", info.client_ip)
-    lines = [
-        f"Received: from {helo} ([{ip}])",
-        f"\tby {info.hostname} (twistedmail) with {info.protocol} id {info.message_id}",
-    ]
-    date = rfc5322_date(info.now)
     if recipient is not None and "\r" not in recipient and "\n" not in recipient:
-        lines.append(f"\tfor <{recipient}>; {date}")
+        last = f"\r\n\tfor <{recipient}>; "
     else:
-        lines[-1] += ";"
-        lines.append(f"\t{date}")
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        last = ";\r\n\t"
+    text = (
+        f"Received: from {helo} ([{ip}])\r\n"
+        f"\tby {info.hostname} (twistedmail) with {info.protocol} id {info.message_id}"
+        f"{last}{rfc5322_date(info.now)}\r\n"
+    )
+    return text.encode("utf-8")
 
 
 def _header_names(message: bytes) -> set[bytes]:
