@@ -24,8 +24,8 @@ Semantics (the caller answers success only when the Deferred fires):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import cast
+from dataclasses import replace
+from typing import NamedTuple, cast
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -49,9 +49,11 @@ def return_path(sender: str) -> bytes:
     return f"Return-Path: <{sender}>\r\n".encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """What a successful delivery did: the local copies and the queue id."""
+class Delivered(NamedTuple):
+    """
+    What a successful delivery did: the local copies and the queue id.  A
+    NamedTuple: one per message, cheaper to build than a frozen dataclass.
+    """
 
     stored: tuple[tuple[str, Appended], ...]
     queue_id: str | None

@@ -459,7 +459,7 @@ class SMTPSession(FramedProtocol):
         except ParamError as e:
             self._send(e.reply)
             return
-        if not self._esmtp and mail != MailFrom(mail.sender):
+        if not self._esmtp and mail.has_parameters:
             self._send(replies.UNKNOWN_PARAMETER)  # parameters need EHLO
             return
         if self._user is not None and not self._may_send_as(self._user, mail.sender):
