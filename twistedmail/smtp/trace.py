@@ -13,7 +13,6 @@ import re
 import secrets
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from functools import lru_cache
 from math import floor
 from typing import NamedTuple
 
@@ -32,17 +31,10 @@ def rfc5322_date(now: float) -> str:
     """
     ``now`` (seconds since the epoch) as an RFC 5322 §3.3 date in UTC.
 
-    Formatting costs ~10 µs, more than the rest of the trace header, and
-    the result changes once a second: it is memoized per whole second.
+    Formatting costs ~10 µs a message; a memo per second would save that,
+    but no module-level caches (STYLE.md): it would belong to the factory.
     """
-    return _date_of_second(floor(now))
-
-
-# A memo of a pure function, not state: the answer for a second never
-# changes, whichever clock asks.  Two entries cover a second's boundary.
-@lru_cache(maxsize=2)
-def _date_of_second(second: int) -> str:
-    return format_datetime(datetime.fromtimestamp(second, UTC))
+    return format_datetime(datetime.fromtimestamp(floor(now), UTC))
 
 
 class TraceInfo(NamedTuple):
