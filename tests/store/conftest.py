@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 
+from tests.store.maildir_harness import root, stores  # noqa: F401  (Maildir-only fixtures)
 from twistedmail.interfaces import IMailAccount, IMailStore
 from twistedmail.model import ChangeEvent
 from twistedmail.store.makers import store_makers

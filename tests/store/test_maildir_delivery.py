@@ -19,6 +19,7 @@ import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 
+from tests.store.maildir_harness import ALICE, drop
 from twistedmail.delivery import Delivery
 from twistedmail.interfaces import TemporaryFailure
 from twistedmail.model import (
@@ -35,53 +36,10 @@ from twistedmail.routing import LocalRoute
 from twistedmail.store._maildir_delivery import DeliveryQueue, write_batch
 from twistedmail.store._maildir_files import make_spares
 from twistedmail.store._maildir_folder import Folder
-from twistedmail.store.maildir import MaildirStore
-
-ALICE = "alice@example.test"
 
 
 def message(n: int) -> bytes:
     return b"From: a@example.test\r\nSubject: burst %d\r\n\r\nbody %d\r\n" % (n, n)
-
-
-class CountingStore(MaildirStore):
-    """A MaildirStore that records every directory listing of message files."""
-
-    def __init__(self, data_dir: str) -> None:
-        from twisted.internet import reactor
-
-        super().__init__(data_dir, reactor)
-        self.listed: list[str] = []
-
-    def _listdir(self, path: str) -> list[str]:
-        self.listed.append(path)
-        return super()._listdir(path)
-
-
-@pytest.fixture
-def stores(tmp_path: Path):
-    made: list[MaildirStore] = []
-
-    def make() -> CountingStore:
-        store = CountingStore(str(tmp_path))
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        pytest_twisted.blockon(store.close())
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "mail" / ALICE
-
-
-def drop(root: Path, subdir: str, name: str, data: bytes) -> None:
-    """What another program (procmail, mutt) does: tmp/, then rename."""
-    tmp = root / "tmp" / name.partition(":")[0]
-    tmp.write_bytes(data)
-    os.rename(tmp, root / subdir / name)
 
 
 # --- group commit -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import threads
 from twisted.internet.defer import gatherResults
 
+from tests.store.maildir_harness import ALICE, drop, files_in
 from twistedmail.interfaces import InvalidMailboxName, NoSuchMailbox
 from twistedmail.model import (
     ANSWERED,
@@ -37,62 +38,11 @@ from twistedmail.model import (
     SpecialUse,
 )
 from twistedmail.store._maildir_names import decode_mutf7, encode_mutf7
-from twistedmail.store.maildir import MaildirStore
-
-ALICE = "alice@example.test"
 
 
 def message(n: int = 1, size: int = 0) -> bytes:
     body = b"x" * size if size else f"message {n}".encode()
     return b"From: a@example.test\r\nSubject: test %d\r\n\r\n" % n + body + b"\r\n"
-
-
-class CountingStore(MaildirStore):
-    """A MaildirStore that records every directory listing of message files."""
-
-    def __init__(self, data_dir: str) -> None:
-        from twisted.internet import reactor
-
-        super().__init__(data_dir, reactor)
-        self.listed: list[str] = []
-
-    def _listdir(self, path: str) -> list[str]:
-        self.listed.append(path)
-        return super()._listdir(path)
-
-
-@pytest.fixture
-def stores(tmp_path: Path):
-    made: list[MaildirStore] = []
-
-    def make() -> CountingStore:
-        store = CountingStore(str(tmp_path))
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        pytest_twisted.blockon(store.close())
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "mail" / ALICE
-
-
-def files_in(path: Path) -> list[str]:
-    return sorted(os.listdir(path))
-
-
-def drop(root: Path, subdir: str, name: str, data: bytes, mtime: float | None = None) -> Path:
-    """What another program (procmail, mutt) does: tmp/, then rename."""
-    tmp = root / "tmp" / name.partition(":")[0]
-    tmp.write_bytes(data)
-    if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
-    target = root / subdir / name
-    os.rename(tmp, target)
-    return target
 
 
 # --- names ---------------------------------------------------------------------------
