@@ -47,12 +47,22 @@ class UniqueNames:
         return self.base(now, 0).rpartition(",S=")[0]
 
 
-def write_tmp(folder: str, base: str, data: bytes, mtime: int, spare: str | None = None) -> str:
+def write_tmp(
+    folder: str,
+    base: str,
+    data: bytes,
+    mtime: int,
+    spare: str | None = None,
+    *,
+    sync: bool = True,
+) -> str:
     """
     Write ``data`` into ``tmp/``, fsync it, stamp the internal date; return the path.
 
     ``spare`` names an empty file we made in ``tmp/`` beforehand
     (`make_spares`) to write into instead of creating ``base`` there.
+    ``sync=False`` leaves the fsync to the caller (the delivery journal,
+    whose record makes the message durable instead).
     """
     fd = -1
     if spare is not None:
@@ -70,7 +80,8 @@ def write_tmp(folder: str, base: str, data: bytes, mtime: int, spare: str | None
         # The mtime is the internal date: stamp it before the fsync, so it
         # is as durable as the bytes.
         os.utime(fd, (mtime, mtime))
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(path)

@@ -25,6 +25,7 @@ from twistedmail.store import _maildir_files as files
 from twistedmail.store._maildir_delivery import DeliveryQueue
 from twistedmail.store._maildir_files import UniqueNames
 from twistedmail.store._maildir_folder import Folder, Placed
+from twistedmail.store._maildir_journal import Journal
 from twistedmail.store._maildir_keywords import cur_name
 
 _T = TypeVar("_T")
@@ -43,8 +44,10 @@ class Transfer:
         in_thread: Callable[..., Deferred[Any]],
         emit: Callable[[Iterable[ChangeEvent]], None],
         now: Callable[[], float],
+        journal: Journal | None = None,
     ) -> None:
         self._names = names
+        self._journal = journal
         self._thread = thread
         self._in_thread = in_thread
         self._emit = emit
@@ -65,7 +68,11 @@ class Transfer:
         queue = folder.deliveries
         if queue is None:
             queue = folder.deliveries = DeliveryQueue(
-                folder, self._in_thread, self._emit, lambda: self._names.temporary(self._now())
+                folder,
+                self._in_thread,
+                self._emit,
+                lambda: self._names.temporary(self._now()),
+                self._journal,
             )
         return queue.add(self._names.base(self._now(), len(data)), data, when)
 
