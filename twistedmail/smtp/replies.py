@@ -10,7 +10,7 @@ greeting and the HELO/EHLO answers, which RFC 2034 §3 exempts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twistedmail.interfaces import (
     MailError,
@@ -23,26 +23,43 @@ from twistedmail.interfaces import (
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One (possibly multi-line) reply: ``code``, enhanced ``status``, ``lines``."""
+    """
+    One (possibly multi-line) reply: ``code``, enhanced ``status``, ``lines``.
+
+    The wire form is built once, with the reply: most replies are the
+    constants below, sent again for every message, so encoding them per send
+    was work repeated on every command.
+    """
 
     code: int
     status: str | None
     lines: tuple[str, ...]
+    #: `encode`'s result, computed at construction.
+    wire: bytes = field(init=False, repr=False, compare=False)
+    #: A 421 ends the session (RFC 5321 §3.8).
+    closes: bool = field(init=False, repr=False, compare=False)
+    #: 500-504 count towards the session's error limit.
+    is_syntax_error: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: the derived fields are set once here, never changed after.
+        object.__setattr__(self, "wire", _encode(self.code, self.status, self.lines))
+        object.__setattr__(self, "closes", self.code == 421)
+        object.__setattr__(self, "is_syntax_error", 500 <= self.code <= 504)
 
     def encode(self) -> bytes:
         """The wire form: ``code-`` on every line but the last (RFC 5321 §4.2.1)."""
-        out = []
-        last = len(self.lines) - 1
-        for i, line in enumerate(self.lines):
-            sep = " " if i == last else "-"
-            text = f"{self.status} {line}" if self.status else line
-            out.append(f"{self.code}{sep}{text}\r\n")
-        return "".join(out).encode("utf-8")
+        return self.wire
 
-    @property
-    def closes(self) -> bool:
-        """A 421 ends the session (RFC 5321 §3.8)."""
-        return self.code == 421
+
+def _encode(code: int, status: str | None, lines: tuple[str, ...]) -> bytes:
+    out = []
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        sep = " " if i == last else "-"
+        text = f"{status} {line}" if status else line
+        out.append(f"{code}{sep}{text}\r\n")
+    return "".join(out).encode("utf-8")
 
 
 def reply(code: int, status: str | None, *lines: str) -> Reply:

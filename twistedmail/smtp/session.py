@@ -169,11 +169,11 @@ class SMTPSession(FramedProtocol):
     # --- output -------------------------------------------------------------------
 
     def _send(self, reply: Reply) -> None:
-        if 500 <= reply.code <= 504:
+        if reply.is_syntax_error:
             self._errors += 1
         if not self._connected or self._closing:
             return
-        self.send(reply.encode())
+        self.send(reply.wire)
         if reply.closes:
             self._close()
         elif self._errors >= self.settings.max_errors:
