@@ -351,6 +351,28 @@ async def test_received_header_names_client_and_protocol(world):
 
 
 @pytest_twisted.ensureDeferred
+async def test_received_date_follows_the_clock_per_second(memory_world):
+    """The factory's date memo never hands out a past second's date."""
+    world = memory_world
+    world.clock.advance(86400 + 59.25)
+    c = world.client()
+    c.take()
+    await c.lines("EHLO x")
+    for step in (0.0, 0.5, 0.2, 1.0, 240.0):
+        world.clock.advance(step)
+        await c.lines("MAIL FROM:<a@b.c>", "RCPT TO:<bob@hamburger.edu>", "DATA")
+        await c.send(b"x\r\n.\r\n")
+    dates = [m.split(b"\r\n")[3].rpartition(b"; ")[2] for m in await world.inbox(BOB)]
+    assert dates == [
+        b"Fri, 02 Jan 1970 00:00:59 +0000",
+        b"Fri, 02 Jan 1970 00:00:59 +0000",
+        b"Fri, 02 Jan 1970 00:00:59 +0000",
+        b"Fri, 02 Jan 1970 00:01:00 +0000",
+        b"Fri, 02 Jan 1970 00:05:00 +0000",
+    ]
+
+
+@pytest_twisted.ensureDeferred
 async def test_duplicate_recipients_count_once_per_user(world):
     c = world.client()
     c.take()

@@ -31,6 +31,7 @@ from twistedmail.interfaces import IMailStore, IOutbox
 from twistedmail.routing import Resolver
 from twistedmail.smtp.session import SMTPSession
 from twistedmail.smtp.settings import Role, SmtpSettings
+from twistedmail.smtp.trace import DateMemo
 from twistedmail.throttle import LoginThrottle
 
 __all__ = ["Role", "SMTPFactory", "SMTPSession", "SmtpSettings"]
@@ -67,6 +68,8 @@ class SMTPFactory(ServerFactory, Service):
         self.tls_options = tls_options
         self.clock = clock
         self.delivery = Delivery(store, outbox)
+        #: Trace-header dates, shared by this listener's sessions.
+        self.dates = DateMemo()
         # ``is None``, not ``or``: a LoginThrottle with no entries has len 0
         # and is falsy, so ``or`` would never share a fresh one.
         self.throttle = (

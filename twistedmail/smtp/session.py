@@ -609,7 +609,7 @@ class SMTPSession(FramedProtocol):
                 utf8=mail.smtputf8,
             ),
             message_id=new_id(),
-            now=self._clock.seconds(),
+            date=self.factory.dates.format(self._clock.seconds()),
         )
         single = tx.routes[0].recipient.address if len(tx.routes) == 1 else None
         head = received_header(info, single)
