@@ -222,10 +222,16 @@ class SMTPSession(FramedProtocol):
     def _wait_for(self, d: Deferred[None]) -> None:
         """Hold input until ``d`` fires, so the next reply cannot overtake."""
         self._busy = True
-        d.addErrback(self._unexpected)
-        d.addBoth(self._done)
+        # One callback pair, not addErrback + addBoth: this runs per message.
+        d.addCallbacks(self._done, self._failed)
         if self._busy:
             self.pause_input()
+
+    def _failed(self, failure: Failure) -> None:
+        try:
+            self._unexpected(failure)
+        finally:
+            self._done(None)
 
     def _unexpected(self, failure: Failure) -> None:
         log.failure(
@@ -618,7 +624,7 @@ class SMTPSession(FramedProtocol):
         message = head + body
         envelope = Envelope(
             sender=mail.sender,
-            recipients=tuple(r.recipient for r in tx.routes),
+            recipients=tuple([r.recipient for r in tx.routes]),
             ret=mail.ret,
             envid=mail.envid,
             body=mail.body,
