@@ -9,10 +9,13 @@ the server process's VmHWM.
 
 Servers:
 
-* ``ours``: twistedmail's SMTP server on the Maildir store (fsync'd file
-  and directory before 250).
+* ``ours``: twistedmail's SMTP server on the Maildir store: durable before
+  the 250 (the store's delivery journal flushed, from which a restart
+  rewrites anything a crash lost; file and directory fsync'd for messages
+  over 256 KiB), see twistedmail/store/_maildir_journal.py.
 * ``aiosmtpd``: an aiosmtpd server whose handler writes and fsyncs a
-  Maildir file the same way (tmp/, fsync, rename to new/, fsync dir).
+  Maildir file, durable the classic way (tmp/, fsync, rename to new/,
+  fsync dir).
   aiosmtpd is not a twistedmail dependency: pass ``--aiosmtpd-python`` an
   interpreter that has it (e.g. a scratch venv with ``pip install
   aiosmtpd``), or the peer is skipped with a message.
@@ -444,7 +447,8 @@ def main() -> None:
     for spec in args.peer:
         name, _, address = spec.partition("=")
         results[name] = [run_peer(address, s, k, n, size) for s, k in configs]
-    print(f"{n} messages of {size} octets, every one fsync'd before 250 ({os.cpu_count()} CPUs)")
+    cpus = os.cpu_count()
+    print(f"{n} messages of {size} octets, every one durable on disk before 250 ({cpus} CPUs)")
     if args.repeat > 1:
         print(f"(fastest of {args.repeat} runs per cell, servers taking turns)")
     if "postfix" in results:
