@@ -90,6 +90,30 @@ def test_long_lines():
         assert reader.error is DataError.LINE_TOO_LONG
 
 
+@pytest.mark.parametrize("max_line", [6, 1000])
+def test_line_limit_is_exact_wherever_long_lines_fall(max_line):
+    """
+    RFC 5321 §4.5.3.1.6: a message is refused iff some line has more than
+    max_line octets with its CRLF, whatever the lengths around it (the check
+    skips over runs of lines, so test it against the plain definition).
+    """
+    sizes = [0, 1, max_line // 2, max_line - 3, max_line - 2, max_line - 1, max_line, 2 * max_line]
+    layouts = [[a] for a in sizes]
+    layouts += [[a, b] for a in sizes for b in sizes]
+    layouts += [[a, b, c] for a in sizes for b in sizes for c in sizes[::2]]
+    layouts += [[1] * max_line + [a] for a in sizes]
+    for lengths in layouts:
+        text = b"".join(b"x" * n + b"\r\n" for n in lengths)
+        expected = DataError.LINE_TOO_LONG if max(lengths) > max_line - 2 else None
+        reader = DataReader(10**6, max_line)
+        assert reader.feed(text + b".\r\n") == len(text) + 3
+        assert reader.error is expected, lengths
+        chunks = ChunkCollector(10**6, max_line)
+        chunks.add(text)
+        chunks.finish()
+        assert chunks.error is expected, lengths
+
+
 def test_a_huge_line_is_not_buffered():
     reader = DataReader(10**9)
     for _ in range(100):

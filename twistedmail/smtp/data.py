@@ -54,9 +54,18 @@ def _lines_ok(block: bytes, max_line: int) -> DataError | None:
     crlf = block.count(_CRLF)
     if block.count(b"\r") != crlf or block.count(b"\n") != crlf:
         return DataError.BARE_NEWLINE
-    # Content may be max_line - 2 octets; a cheap test first, then the split.
-    if len(block) > max_line - 2 and max(map(len, block.split(_CRLF))) > max_line - 2:
-        return DataError.LINE_TOO_LONG
+    # Every LF now ends a CRLF.  A line starting at `pos` is short enough (at
+    # most max_line - 2 octets before its CRLF) iff an LF lies within
+    # block[pos : pos + max_line]; the last LF there ends a run of short
+    # lines, so one rfind skips ~max_line octets, not one line: no split of
+    # the message into a list of lines (this runs for every message).
+    pos = 0
+    end = len(block)
+    while end - pos > max_line - 2:
+        lf = block.rfind(b"\n", pos, pos + max_line)
+        if lf < 0:
+            return DataError.LINE_TOO_LONG
+        pos = lf + 1
     return None
 
 
