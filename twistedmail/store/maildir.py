@@ -464,15 +464,19 @@ class MaildirStore:
 
     ``reactor`` provides ``IReactorTime`` (default internal dates) and
     ``IReactorThreads`` (file writes and fsyncs run in its thread pool).
+    ``journal=False`` makes every delivery fsync its own file and directory
+    instead of using the delivery journal (bench/delivery_bench.py compares).
     """
 
-    def __init__(self, data_dir: str, reactor: Any) -> None:
+    def __init__(self, data_dir: str, reactor: Any, *, journal: bool = True) -> None:
         data_dir = os.path.abspath(data_dir)
         self._base = os.path.join(data_dir, "mail")
         self._reactor = reactor
         self._names = UniqueNames()
         self._accounts: dict[str, MaildirAccount] = {}
-        self._journal = self._open_journal(os.path.join(data_dir, "maildir-journal"))
+        self._journal = (
+            self._open_journal(os.path.join(data_dir, "maildir-journal")) if journal else None
+        )
 
     def _open_journal(self, directory: str) -> Journal | None:
         """
