@@ -121,6 +121,26 @@ def test_a_journal_that_cannot_be_flushed_takes_the_files_back(tmp_path):
     assert files_in(folder / "new") == [] and files_in(folder / "tmp") == []
 
 
+def test_replay_keeps_mail_of_a_vanished_folder_and_never_leaves_the_mail_root(tmp_path):
+    mail = tmp_path / "mail"
+    inbox = mail / ALICE
+    for sub in ("cur", "new", "tmp"):
+        (inbox / sub).mkdir(parents=True)
+    user = ALICE.encode()
+    records = [
+        Record(user + b"/.Gone", b"1.base", 1_700_000_001, message(1)),  # folder renamed away
+        Record(b"nobody@example.test", b"2.base", 1_700_000_002, message(2)),  # account removed
+        Record(user + b"/../../escape", b"3.base", 1_700_000_003, message(3)),
+        Record(user, b"../4.base", 1_700_000_004, message(4)),
+    ]
+    assert journal.replay(str(mail), records) == 1
+    assert files_in(inbox / "new") == ["1.base"]
+    assert (inbox / "new" / "1.base").read_bytes() == message(1)
+    assert (inbox / "new" / "1.base").stat().st_mtime == 1_700_000_001
+    assert sorted(os.listdir(tmp_path)) == ["mail"]
+    assert sorted(os.listdir(mail)) == [ALICE]
+
+
 # --- checkpoints ------------------------------------------------------------------------
 
 

@@ -224,24 +224,32 @@ def _present_bases(root: bytes) -> set[bytes]:
 
 def replay(mail_root: str, records: Sequence[Record]) -> int:
     """
-    Write again every journalled message whose file is gone (a crash before
-    the checkpoint); return how many.  A record whose account or folder no
-    longer exists is dropped: that mailbox was deleted.
+    Write again every journalled message whose file is in none of its
+    account's folders (a crash before the checkpoint); return how many.
+
+    A message whose folder is gone (renamed or deleted in the moment before
+    the crash) goes to the account's INBOX: it was acknowledged, so it must
+    not be lost.  A record whose account no longer exists is dropped.
     """
     root = os.fsencode(mail_root)
     present: dict[bytes, set[bytes]] = {}
     written = 0
     for record in records:
-        user = record.relpath.split(b"/", 1)[0]
-        folder = os.path.join(root, record.relpath)
-        if not user or b".." in record.relpath.split(b"/") or not os.path.isdir(folder):
-            continue
+        parts = record.relpath.split(b"/")
+        user = parts[0]
+        if not user or b".." in parts or b"/" in record.base or not record.base:
+            continue  # not a name we write: never follow it out of the mail root
+        user_root = os.path.join(root, user)
+        if not os.path.isdir(user_root):
+            continue  # the account was removed
         if user not in present:
-            present[user] = _present_bases(os.path.join(root, user))
+            present[user] = _present_bases(user_root)
         if record.base in present[user]:
             continue
-        base = os.fsdecode(record.base)
-        folder_path = os.fsdecode(folder)
+        folder = os.path.join(root, record.relpath)
+        if not os.path.isdir(os.path.join(folder, b"new")):
+            folder = user_root
+        folder_path, base = os.fsdecode(folder), os.fsdecode(record.base)
         tmp = write_tmp(folder_path, base, record.data, record.mtime)
         os.rename(tmp, os.path.join(folder_path, "new", base))
         fsync_dir(os.path.join(folder_path, "new"))
