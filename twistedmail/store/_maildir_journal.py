@@ -34,11 +34,11 @@ generation, torn ones and holes are skipped by the scan, which tries every
 boundary, so one torn record cannot hide an acknowledged one after it.
 
 Known limits: a message expunged (or its folder deleted) in the moment
-between its delivery and the checkpoint comes back (into INBOX if its folder
-is gone) if the machine crashes right then (a clean shutdown checkpoints first, so only a crash can); the
-``syncfs`` covers the mail root's filesystem, so an account whose Maildir
-is mounted from elsewhere should not be journalled (put the data directory
-on one filesystem).
+between its delivery and the checkpoint comes back (into INBOX if its
+folder is gone) if the machine crashes right then; a clean shutdown
+checkpoints first, so only a crash can.  The ``syncfs`` covers the mail
+root's filesystem, so an account whose Maildir is mounted from elsewhere
+should not be journalled (keep the data directory on one filesystem).
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ _T = TypeVar("_T")
 class Transfer:
     """
     The writing half of one account; runs its blocking parts via ``thread``
-    (to await) or ``in_thread`` (the same, as a Deferred).
+    (to await), deliveries via ``in_thread`` (returns a Deferred; the
+    store's own writer threads, see `_maildir_writers`).
     """
 
     def __init__(

@@ -90,6 +90,7 @@ from twistedmail.store._maildir_journal import Journal
 from twistedmail.store._maildir_names import check_user, folder_dir
 from twistedmail.store._maildir_root import AccountRoot
 from twistedmail.store._maildir_transfer import Transfer
+from twistedmail.store._maildir_writers import Writers
 from twistedmail.store._names import (
     parents,
     sort_key,
@@ -117,12 +118,13 @@ class MaildirAccount:
         names: UniqueNames,
         listdir: Callable[[str], list[str]],
         journal: Journal | None = None,
+        writers: Callable[..., Deferred[Any]] | None = None,
     ) -> None:
         self._user = user
         self._root = root
         self._reactor = reactor
         self._transfer = Transfer(
-            names, self._thread, self._in_thread, self._emit, reactor.seconds, journal
+            names, self._thread, writers or self._in_thread, self._emit, reactor.seconds, journal
         )
         self._listdir = listdir
         self._listeners = Listeners(user)
@@ -477,6 +479,7 @@ class MaildirStore:
         self._journal = (
             self._open_journal(os.path.join(data_dir, "maildir-journal")) if journal else None
         )
+        self._writers = Writers(reactor)
 
     def _open_journal(self, directory: str) -> Journal | None:
         """
@@ -526,7 +529,7 @@ class MaildirStore:
         found = self._accounts.get(key)  # pragma: no branch - nothing yielded above
         if found is None:
             found = MaildirAccount(
-                key, root, self._reactor, self._names, self._listdir, self._journal
+                key, root, self._reactor, self._names, self._listdir, self._journal, self._writers
             )
             self._accounts[key] = found
         return found
@@ -553,6 +556,7 @@ class MaildirStore:
         for account in self._accounts.values():
             account.close()
         self._accounts.clear()
+        self._writers.shutdown()
         journal, self._journal = self._journal, None
         if journal is None:
             return succeed(None)
