@@ -133,6 +133,7 @@ class Folder:
     def close(self) -> None:
         if self.deliveries is not None:
             self.deliveries.close()
+        self.index.close()
         self.lock.close()
 
     # --- reading the cache -----------------------------------------------------------

@@ -131,6 +131,10 @@ class UidIndex:
         self._offset = 0
         self._lines = 0
         self._pending: list[str] = []
+        # Kept open between appends (one per delivery: open and close were
+        # a sixth of an index commit); reopened when the file is replaced.
+        self._append_fd: int | None = None
+        self._append_ino = 0
 
     @property
     def loaded(self) -> bool:
@@ -278,7 +282,7 @@ class UidIndex:
             self._rewrite()
             return
         data = "".join(self._pending).encode("utf-8", "surrogateescape")
-        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = self._appender()
         try:
             if self._stamp is None or self._stamp[1] != self._offset:
                 # Cut off a half-written line a crashed writer left behind
@@ -286,12 +290,27 @@ class UidIndex:
                 os.ftruncate(fd, self._offset)
             os.pwrite(fd, data, self._offset)
             st = os.fstat(fd)
-        finally:
-            os.close(fd)
+        except OSError:
+            self.close()
+            raise
         self._lines += len(self._pending)
         self._pending.clear()
         self._offset += len(data)
         self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _appender(self) -> int:
+        """The open file to append to: the one at ``path`` as last refreshed (under the lock)."""
+        ino = self._stamp[0] if self._stamp is not None else -1
+        if self._append_fd is None or self._append_ino != ino:
+            self.close()
+            self._append_fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            self._append_ino = os.fstat(self._append_fd).st_ino
+        return self._append_fd
+
+    def close(self) -> None:
+        if self._append_fd is not None:
+            os.close(self._append_fd)
+            self._append_fd = None
 
     def _rewrite(self) -> None:
         lines = [f"{_MAGIC} 1 {self.uidvalidity} {self.uidnext} {self.highestmodseq}\n"]
