@@ -73,71 +73,24 @@ class _Delivery:
     done: Deferred[Appended]
 
 
-def write_batch(
-    folder: str,
-    items: list[tuple[str, bytes, int, str | None]],
-    fsync_new: Callable[[str], None] = fsync_dir,
-) -> list[OSError | None]:
-    """
-    In a pool thread: every ``(base, data, mtime, spare)`` written into
-    ``tmp/`` (into the ``spare`` file if given, see `make_spares`), fsync'd
-    and renamed into ``new/`` as ``base``, then one fsync of ``new/`` for all.
+_Item = tuple[str, bytes, int, str | None]
 
-    Returns one outcome per item: None (durable) or the error that stopped
-    it, in which case nothing of it remains on disk.
+
+def _place(
+    folder: str, items: list[_Item], *, sync: bool
+) -> tuple[list[OSError | None], list[str]]:
+    """
+    Every ``(base, data, mtime, spare)`` written into ``tmp/`` (into the
+    ``spare`` file if given, see `make_spares`; fsync'd if ``sync``) and
+    renamed into ``new/`` as ``base``.  One outcome per item, and the paths
+    placed; an item that failed leaves nothing behind.
     """
     new = os.path.join(folder, "new")
     outcomes: list[OSError | None] = []
     placed: list[str] = []
     for base, data, mtime, spare in items:
         try:
-            tmp = write_tmp(folder, base, data, mtime, spare)
-        except OSError as e:
-            outcomes.append(e)
-            continue
-        target = os.path.join(new, base)
-        try:
-            os.rename(tmp, target)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            outcomes.append(e)
-            continue
-        placed.append(target)
-        outcomes.append(None)
-    if placed:
-        try:
-            fsync_new(new)
-        except OSError as e:
-            # Not durable: take the files back, so the 4xx the sender gets
-            # and its retry do not make a duplicate.
-            for target in placed:
-                with contextlib.suppress(OSError):
-                    os.unlink(target)
-            outcomes = [e if outcome is None else outcome for outcome in outcomes]
-    return outcomes
-
-
-def write_batch_journaled(
-    folder: str,
-    items: list[tuple[str, bytes, int, str | None]],
-    slot: Slot,
-    relpath: bytes,
-    sizes: list[int],
-) -> list[OSError | None]:
-    """
-    `write_batch` with the delivery journal: the files are written and
-    renamed into ``new/`` without an fsync, and their records appended to
-    the journal at ``slot`` and flushed, which makes them durable (see
-    `_maildir_journal`).  Same outcomes as `write_batch`.
-    """
-    new = os.path.join(folder, "new")
-    outcomes: list[OSError | None] = []
-    placed: list[str] = []
-    records: list[Record | int] = []
-    for (base, data, mtime, spare), size in zip(items, sizes, strict=True):
-        try:
-            tmp = write_tmp(folder, base, data, mtime, spare, sync=False)
+            tmp = write_tmp(folder, base, data, mtime, spare, sync=sync)
             target = os.path.join(new, base)
             try:
                 os.rename(tmp, target)
@@ -147,19 +100,62 @@ def write_batch_journaled(
                 raise
         except OSError as e:
             outcomes.append(e)
-            records.append(size)  # a hole the replay skips
             continue
         placed.append(target)
         outcomes.append(None)
-        records.append(Record(relpath, os.fsencode(base), mtime, data))
+    return outcomes, placed
+
+
+def _take_back(
+    placed: list[str], outcomes: list[OSError | None], error: OSError
+) -> list[OSError | None]:
+    """Not durable: remove the files, so the 4xx the sender gets and its retry make no duplicate."""
+    for target in placed:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+    return [error if outcome is None else outcome for outcome in outcomes]
+
+
+def write_batch(
+    folder: str, items: list[_Item], fsync_new: Callable[[str], None] = fsync_dir
+) -> list[OSError | None]:
+    """
+    In a pool thread: every item placed in ``new/`` (`_place`, each file
+    fsync'd), then one fsync of ``new/`` for all.
+
+    Returns one outcome per item: None (durable) or the error that stopped
+    it, in which case nothing of it remains on disk.
+    """
+    outcomes, placed = _place(folder, items, sync=True)
     if placed:
+        try:
+            fsync_new(os.path.join(folder, "new"))
+        except OSError as e:
+            return _take_back(placed, outcomes, e)
+    return outcomes
+
+
+def write_batch_journaled(
+    folder: str, items: list[_Item], slot: Slot, relpath: bytes, sizes: list[int]
+) -> list[OSError | None]:
+    """
+    `write_batch` with the delivery journal: the files are placed without
+    an fsync, and their records appended to the journal at ``slot`` and
+    flushed, which makes them durable (see `_maildir_journal`).  A failed
+    item's room stays a hole the replay skips.  Same outcomes as `write_batch`.
+    """
+    outcomes, placed = _place(folder, items, sync=False)
+    if placed:
+        records: list[Record | int] = [
+            size if outcome is not None else Record(relpath, os.fsencode(base), mtime, data)
+            for (base, data, mtime, _spare), size, outcome in zip(
+                items, sizes, outcomes, strict=True
+            )
+        ]
         try:
             journal.append(slot.fd, slot.offset, slot.generation, records)
         except OSError as e:
-            for target in placed:
-                with contextlib.suppress(OSError):
-                    os.unlink(target)
-            outcomes = [e if outcome is None else outcome for outcome in outcomes]
+            return _take_back(placed, outcomes, e)
     return outcomes
 
 
