@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
-import fcntl
 import json
 import os
 import secrets
@@ -37,6 +35,7 @@ from dataclasses import dataclass, field, replace
 
 from twisted.logger import Logger
 
+from twistedmail import _locking
 from twistedmail.model import Envelope, Recipient
 from twistedmail.outbound.groupcommit import Outcome
 
@@ -453,15 +452,7 @@ class QueueFiles:
 
     def try_lock(self) -> int | None:
         """Take the runner lock; the fd (keep it open) or None if another process holds it."""
-        fd = os.open(os.path.join(self.root, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                return None
-            raise
-        return fd
+        return _locking.try_lock(os.path.join(self.root, LOCK))
 
     # Admin requests, applied by the daemon that holds the lock.
 

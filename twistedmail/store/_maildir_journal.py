@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
-import fcntl
 import os
 import struct
 import zlib
@@ -58,6 +56,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistedmail import _locking
 from twistedmail.store._maildir_files import fsync_dir, write_tmp
 
 log = Logger()
@@ -335,16 +334,9 @@ class Journal:
         """
         os.makedirs(directory, exist_ok=True)
         os.makedirs(mail_root, exist_ok=True)
-        lock_fd = os.open(
-            os.path.join(directory, _LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(lock_fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
-            raise
+        lock_fd = _locking.try_lock(os.path.join(directory, _LOCK_FILE))
+        if lock_fd is None:
+            return None
         try:
             logs = _open_logs(directory, mail_root, capacity)
         except BaseException:
