@@ -132,6 +132,7 @@ def test_replay_keeps_mail_of_a_vanished_folder_and_never_leaves_the_mail_root(t
         Record(b"nobody@example.test", b"2.base", 1_700_000_002, message(2)),  # account removed
         Record(user + b"/../../escape", b"3.base", 1_700_000_003, message(3)),
         Record(user, b"../4.base", 1_700_000_004, message(4)),
+        Record(b".", b"5.base", 1_700_000_005, message(5)),
     ]
     assert journal.replay(str(mail), records) == 1
     assert files_in(inbox / "new") == ["1.base"]

@@ -236,7 +236,7 @@ def replay(mail_root: str, records: Sequence[Record]) -> int:
     for record in records:
         parts = record.relpath.split(b"/")
         user = parts[0]
-        if not user or b".." in parts or b"/" in record.base or not record.base:
+        if user in (b"", b".") or b".." in parts or b"/" in record.base or not record.base:
             continue  # not a name we write: never follow it out of the mail root
         user_root = os.path.join(root, user)
         if not os.path.isdir(user_root):
