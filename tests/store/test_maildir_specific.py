@@ -29,6 +29,7 @@ from twistedmail.model import (
     DELETED,
     DRAFT,
     FLAGGED,
+    INBOX,
     SEEN,
     FlagMode,
     FlagsChanged,
@@ -554,3 +555,60 @@ async def _dovecot_reads(stores, root: Path, work: Path) -> None:
     assert "message 1" in out and "message 2" in out and "message 3" in out
     flags = re.findall(r"FLAGS \(([^)]*)\)", out)
     assert any({"\\Seen", "\\Flagged", "Work"} <= set(f.split()) for f in flags), out
+
+
+# --- long STOREs and EXPUNGEs take turns with everybody else -----------------------
+
+
+def _fill(root: Path, count: int) -> None:
+    """What another program's bulk import does: ``count`` files straight into cur/."""
+    for n in range(count):
+        drop(root, "cur", f"1700000000.M{n:06d}P1Q{n}.importer:2,", message(n))
+
+
+def _flagged_on_disk(root: Path) -> int:
+    return sum("F" in name.partition(":2,")[2] for name in os.listdir(root / "cur"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_over_many_messages_lets_other_sessions_in_between(stores, root):
+    from twisted.internet import reactor
+
+    account = await stores().account(ALICE)
+    _fill(root, 1200)
+    uids = [info.uid for info in await account.messages(INBOX)]
+    seen_midway: list[int] = []
+    done = account.set_flags(INBOX, uids, [FLAGGED], FlagMode.ADD)
+    reactor.callLater(0, lambda: seen_midway.append(_flagged_on_disk(root)))
+    result = await done
+    assert len(result.changed) == 1200 and _flagged_on_disk(root) == 1200
+    # Another session's turn came while the files were being renamed.
+    [midway] = seen_midway
+    assert 0 < midway < 1200
+    assert all(FLAGGED in info.flags for info in await account.messages(INBOX))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expunge_of_many_messages_lets_other_sessions_in_between(stores, root):
+    from twisted.internet import reactor
+
+    account = await stores().account(ALICE)
+    _fill(root, 1200)
+    infos = await account.messages(INBOX)
+    await account.set_flags(INBOX, [info.uid for info in infos[:1100]], [DELETED], FlagMode.ADD)
+    heard: list[object] = []
+    account.listen(heard.append)
+    seen_midway: list[int] = []
+    done = account.expunge(INBOX)
+    reactor.callLater(0, lambda: seen_midway.append(len(os.listdir(root / "cur"))))
+    removed = await done
+    assert removed == [info.uid for info in infos[:1100]]
+    [midway] = seen_midway
+    assert 100 < midway < 1200
+    left = await account.messages(INBOX)
+    assert [info.uid for info in left] == [info.uid for info in infos[1100:]]
+    expunged = [uid for e in heard if isinstance(e, MessagesExpunged) for uid in e.uids]
+    assert expunged == removed
+    # A fresh process agrees.
+    again = await stores().account(ALICE)
+    assert [info.uid for info in await again.messages(INBOX)] == [i.uid for i in infos[1100:]]
