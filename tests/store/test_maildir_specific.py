@@ -612,3 +612,23 @@ async def test_an_expunge_of_many_messages_lets_other_sessions_in_between(stores
     # A fresh process agrees.
     again = await stores().account(ALICE)
     assert [info.uid for info in await again.messages(INBOX)] == [i.uid for i in infos[1100:]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_move_of_many_messages_lets_other_sessions_in_between(stores, root):
+    from twisted.internet import reactor
+
+    account = await stores().account(ALICE)
+    _fill(root, 1200)
+    uids = [info.uid for info in await account.messages(INBOX)]
+    seen_midway: list[int] = []
+    done = account.move(INBOX, uids, "Archive")
+    reactor.callLater(0, lambda: seen_midway.append(len(os.listdir(root / "cur"))))
+    result = await done
+    [midway] = seen_midway
+    assert 0 < midway < 1200
+    assert [old for old, _new in result.mapping] == uids
+    assert await account.messages(INBOX) == []
+    archived = await account.messages("Archive")
+    assert sorted(info.uid for info in archived) == sorted(new for _old, new in result.mapping)
+    assert len(os.listdir(root / ".Archive" / "cur")) == 1200

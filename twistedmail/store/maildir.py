@@ -90,7 +90,7 @@ from twistedmail.store._maildir_folder import Folder
 from twistedmail.store._maildir_journal import Journal
 from twistedmail.store._maildir_names import check_user, folder_dir
 from twistedmail.store._maildir_root import AccountRoot
-from twistedmail.store._maildir_transfer import Transfer
+from twistedmail.store._maildir_transfer import RENAMES_AT_ONCE, Transfer
 from twistedmail.store._maildir_writers import Writers
 from twistedmail.store._names import (
     parents,
@@ -103,8 +103,6 @@ log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-#: STORE and EXPUNGE rename or unlink this many files, then let the reactor turn.
-_RENAMES_AT_ONCE = 500
 #: Ranges up to this size are read on the reactor thread; bigger ones in a thread.
 _INLINE_READ = 64 * 1024
 
@@ -127,7 +125,13 @@ class MaildirAccount:
         self._root = root
         self._reactor = reactor
         self._transfer = Transfer(
-            names, self._thread, writers or self._in_thread, self._emit, reactor.seconds, journal
+            names,
+            self._thread,
+            writers or self._in_thread,
+            self._emit,
+            reactor.seconds,
+            journal,
+            self._let_others_in,
         )
         self._listdir = listdir
         self._listeners = Listeners(user)
@@ -406,14 +410,14 @@ class MaildirAccount:
         changed: list[MessageInfo] = []
         failed: list[int] = []
         wanted = sorted(set(uids))
-        for start in range(0, max(len(wanted), 1), _RENAMES_AT_ONCE):
+        for start in range(0, max(len(wanted), 1), RENAMES_AT_ONCE):
             if start:
                 await self._let_others_in()
             with folder.lock.held():
                 found = self._catch_up(folder)
                 folder.keywords.refresh()
                 with folder.own_change(("new", "cur")):
-                    for uid in wanted[start : start + _RENAMES_AT_ONCE]:
+                    for uid in wanted[start : start + RENAMES_AT_ONCE]:
                         entry = folder.entry(uid)
                         if entry is None:
                             continue
@@ -459,7 +463,7 @@ class MaildirAccount:
                 with folder.own_change(("new", "cur")):
                     for info in folder.messages():
                         if DELETED in info.flags and (wanted is None or info.uid in wanted):
-                            if len(batch) == _RENAMES_AT_ONCE:
+                            if len(batch) == RENAMES_AT_ONCE:
                                 break  # the rest after a turn of the reactor
                             entry = folder.entry(info.uid)
                             assert entry is not None
