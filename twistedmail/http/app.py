@@ -266,6 +266,7 @@ def make_http_site(
             max_failures=settings.max_login_failures,
             window=settings.login_window,
             lockout=settings.login_lockout,
+            canonical=accounts.canonical_user,
         )
         if throttle is None
         else throttle,

@@ -3,8 +3,9 @@ Who is calling: session tokens (cookie or ``Authorization: Bearer``), HTTP
 Basic for scripts, and the login/logout routes.
 
 Every login goes through the same cred portal as SMTP AUTH and IMAP, and
-through the same kind of `LoginThrottle`, keyed by client address and by
-login name, so guessing a password over HTTP is as slow as over IMAP.
+through the same `LoginThrottle` policy (per client address, and per account
+except from addresses the account logs in from), so guessing a password over
+HTTP is as slow as over IMAP, and failing on purpose cannot lock the owner out.
 
 CSRF: the session cookie is ``HttpOnly; SameSite=Strict``, and a request
 authenticated by that cookie that changes anything must also carry either a
@@ -100,14 +101,14 @@ async def log_in(
     """
     Check a password through the shared portal, under the throttle.
 
-    A locked-out address or login is refused before the password is even
-    looked at, right or wrong, so a guesser learns nothing more.
+    A locked-out address, or a locked account from an address it has not
+    logged in from, is refused before the password is even looked at, right
+    or wrong, so a guesser learns nothing more.
     """
-    # The canonical user, so spellings of one name (case, full-width letters,
-    # decomposed accents: all log in as the same user) share one count.
-    user_key = ctx.accounts.canonical_user(login) or login.strip().lower()
-    keys = (f"ip:{client_ip(request)}", f"user:{user_key}")
-    if not all(ctx.throttle.allowed(k) for k in keys):
+    # The throttle counts by address and by canonical user, so spellings of
+    # one name (case, full-width letters, decomposed accents) share a count.
+    address = client_ip(request)
+    if not ctx.throttle.allowed(address, login):
         raise ApiError(
             429,
             "too_many_attempts",
@@ -119,12 +120,10 @@ async def log_in(
             UsernamePassword(login.encode("utf-8"), password.encode("utf-8")), None, IMailAccount
         )
     except UnauthorizedLogin:
-        for k in keys:
-            ctx.throttle.failed(k)
-        log.info("HTTP login failed from {client}", client=client_ip(request))
+        ctx.throttle.failed(address, login)
+        log.info("HTTP login failed from {client}", client=address)
         raise ApiError(401, "bad_credentials", "Wrong address or password.") from None
-    for k in keys:
-        ctx.throttle.succeeded(k)
+    ctx.throttle.succeeded(address, login)
     account = IMailAccount(avatar)
     return str(account.user), account
 

@@ -145,13 +145,15 @@ async def _response(session: IMAPSession, initial: bytes | None, challenge: byte
 async def _login(session: IMAPSession, user: str, password: str) -> Reply:
     server = session.server
     key = session.peer_host
-    if not server.throttle.allowed(key):
+    # Before the password is checked: a locked address, or a locked account
+    # from an address that has not logged in to it before, learns nothing.
+    if not server.throttle.allowed(key, user):
         return no("Too many failed logins; try again later", "UNAVAILABLE")
     credentials = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
     try:
         _, avatar, logout_avatar = await server.portal.login(credentials, None, IMailAccount)
     except UnauthorizedLogin:
-        server.throttle.failed(key)
+        server.throttle.failed(key, user)
         return no("Authentication failed", "AUTHENTICATIONFAILED")
     if session.state is not State.NOT_AUTHENTICATED:
         logout_avatar()  # the client went away meanwhile
@@ -160,7 +162,7 @@ async def _login(session: IMAPSession, user: str, password: str) -> Reply:
     refused = session.logged_in(avatar, logout_avatar)
     if refused is not None:
         return refused
-    server.throttle.succeeded(key)
+    server.throttle.succeeded(key, user)
     return ok("Logged in", "CAPABILITY " + " ".join(capabilities(session)))
 
 

@@ -73,7 +73,13 @@ class SMTPFactory(ServerFactory, Service):
         # ``is None``, not ``or``: a LoginThrottle with no entries has len 0
         # and is falsy, so ``or`` would never share a fresh one.
         self.throttle = (
-            LoginThrottle(clock, max_failures=settings.max_auth_failures)
+            LoginThrottle(
+                clock,
+                max_failures=settings.max_auth_failures,
+                # `Accounts` has it; a bare `Resolver` (some tests) does not,
+                # and the throttle then folds names itself the same way.
+                canonical=getattr(accounts, "canonical_user", None),
+            )
             if throttle is None
             else throttle
         )

@@ -413,6 +413,11 @@ class SMTPSession(FramedProtocol):
                 self.send(replies.auth_challenge(result.text))
             return None
         self._sasl = None
+        # The user is known only now: refuse a locked account (unless this
+        # address logged in to it before) before the password is checked.
+        if not self.factory.throttle.allowed(self.client_ip, result.username):
+            self._send(replies.AUTH_LOCKED)
+            return None
         return self._login(result)
 
     def _login(self, credentials: sasl.Credentials) -> Deferred[None]:
@@ -427,13 +432,13 @@ class SMTPSession(FramedProtocol):
             _iface, avatar, logout = result
             logout()
             self._user = str(avatar.user)
-            self.factory.throttle.succeeded(self.client_ip)
+            self.factory.throttle.succeeded(self.client_ip, credentials.username)
             log.info("{user} authenticated from {client}", user=self._user, client=self.client_ip)
             self._send(replies.AUTH_OK)
 
         def failed(failure: Failure) -> None:
             if isinstance(failure.value, UnauthorizedLogin):
-                self._auth_failed()
+                self._auth_failed(credentials.username)
             else:
                 log.failure("AUTH failed unexpectedly", failure)
                 self._send(replies.TEMPORARY_AUTH_FAILURE)
@@ -441,10 +446,11 @@ class SMTPSession(FramedProtocol):
         done: Deferred[None] = d.addCallbacks(succeeded, failed)
         return done
 
-    def _auth_failed(self) -> None:
-        self.factory.throttle.failed(self.client_ip)
+    def _auth_failed(self, username: str | None = None) -> None:
+        """Count a failure against the address and, once known, the account."""
+        self.factory.throttle.failed(self.client_ip, username)
         self._send(replies.AUTH_FAILED)
-        if not self.factory.throttle.allowed(self.client_ip):
+        if not self.factory.throttle.allowed(self.client_ip, username):
             self._send(replies.AUTH_LOCKED)
 
     # --- the mail transaction ----------------------------------------------------------
