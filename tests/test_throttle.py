@@ -124,6 +124,8 @@ def test_bad_settings_are_refused() -> None:
         make(Clock(), max_failures=0)
     with pytest.raises(ValueError):
         make(Clock(), window=0)
+    with pytest.raises(ValueError):
+        make(Clock(), known_per_user=0)
 
 
 # --- Per account (a guesser with many addresses) ------------------------------
