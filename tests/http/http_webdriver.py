@@ -39,23 +39,37 @@ class WebDriverError(Exception):
 class Browser:
     """One headless Chromium, driven through a chromedriver subprocess."""
 
-    def __init__(self) -> None:
-        self.driver = subprocess.Popen(
+    @staticmethod
+    def _start_driver() -> tuple[subprocess.Popen[str], int | None, list[str]]:
+        """A chromedriver on a free port: the process, its port (None if it failed), its output."""
+        driver = subprocess.Popen(
             [CHROMEDRIVER, "--port=0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        assert self.driver.stdout is not None
-        port = None
-        for line in self.driver.stdout:
+        assert driver.stdout is not None
+        said: list[str] = []
+        for line in driver.stdout:
+            said.append(line.strip())
             found = re.search(r"started successfully on port (\d+)", line)
             if found:
-                port = int(found.group(1))
+                return driver, int(found.group(1)), said
+        driver.kill()
+        driver.wait()
+        said.append(f"(exit status {driver.returncode})")
+        return driver, None, said
+
+    def __init__(self) -> None:
+        # A loaded CI machine once saw chromedriver exit before it listened
+        # (and say nothing we kept): try again once, and tell what it said.
+        said: list[str] = []
+        for _attempt in range(2):
+            self.driver, port, said = self._start_driver()
+            if port is not None:
                 break
-        if port is None:
-            self.driver.kill()
-            raise WebDriverError("chromedriver did not start")
+        else:
+            raise WebDriverError("chromedriver did not start: " + " | ".join(said)[-2000:])
         self.base = f"http://127.0.0.1:{port}"
         capabilities = {
             "browserName": "chrome",
