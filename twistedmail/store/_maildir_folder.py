@@ -287,16 +287,21 @@ class Folder:
         if bases:
             log.info("Adopting {count} new files in {folder}", count=len(bases), folder=self.path)
         infos: list[MessageInfo] = []
+        dirs = {subdir: os.path.join(self.path, subdir, "") for subdir in _DIRS}
+        dates: dict[int, datetime] = {}  # files dropped in together share a second
         for base in bases:
             subdir, filename = files[base]
             letters = self._letters(filename)
             try:
-                st = os.stat(os.path.join(self.path, subdir, filename))
+                st = os.stat(dirs[subdir] + filename)
             except FileNotFoundError:
                 continue
             record = self.index.add(base, letters, int(st.st_mtime), st.st_size)
             flags = self.keywords.flags_of(letters)
-            info = MessageInfo(record.uid, flags, _date(record.date), record.size, record.modseq)
+            when = dates.get(record.date)
+            if when is None:
+                when = dates[record.date] = _date(record.date)
+            info = MessageInfo(record.uid, flags, when, record.size, record.modseq)
             self._put(Entry(base, subdir, filename, letters, info))
             infos.append(info)
         return infos
