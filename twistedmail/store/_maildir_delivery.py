@@ -13,10 +13,11 @@ and its deliveries fire.  Whatever arrives while the jobs run is the next
 job, so a lone delivery starts at once and waits for nobody (what Postfix
 and Dovecot do with their queue and index commits).
 
-Each queue also keeps a few empty files in ``tmp/``, made in the pool
-between jobs, for deliveries to write into: allocating a new inode is the
-slowest step of a delivery on some filesystems, and this takes it out of
-the time between a message's end and its ``250`` (`make_spares`).
+On the fsync path, each queue also keeps a few empty files in ``tmp/``,
+made in the pool between jobs, for deliveries to write into: allocating a
+new inode is the slowest step of a delivery on some filesystems, and this
+takes it out of the time between a message's end and its ``250``
+(`make_spares`).
 
 With the store's delivery journal (`_maildir_journal`), a job's files are
 not fsync'd: their records are appended to the journal and flushed once,
