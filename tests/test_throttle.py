@@ -302,10 +302,10 @@ def test_memory_is_bounded_with_many_addresses_and_users() -> None:
         assert len(throttle) <= 3 * 50
     for i in range(100):
         throttle.succeeded(f"10.2.0.{i}", "alice@example.test")
-    assert len(throttle._known["alice@example.test"]) == 2
+    assert len(throttle.accounts._known["alice@example.test"]) == 2
     # Overlong names cannot make one key big.
     throttle.failed("10.3.0.1", "x" * 1_000_000)
-    assert max(len(k) for k in throttle._accounts._entries) <= 320
+    assert max(len(k) for k in throttle.accounts._accounts._entries) <= 320
 
 
 def test_a_flood_of_junk_names_does_not_evict_a_locked_account() -> None:

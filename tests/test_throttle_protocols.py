@@ -191,3 +191,54 @@ async def test_http_login_cannot_lock_the_owner_out(http_site: tuple[int, Clock]
     assert (await attempt("127.0.0.2", ALICE, PASSWORD))[0] == 429
     clock.advance(300)
     assert (await attempt("127.0.2.1", ALICE, PASSWORD))[0] == 201
+
+
+def test_the_daemon_counts_an_accounts_failures_over_every_protocol_together(tmp_path) -> None:
+    """
+    service.py gives SMTP, IMAP and HTTP one account limit: a guesser who
+    spreads attempts over the three protocols gets one allowance, not three.
+    """
+    from twisted.internet import reactor
+
+    from twistedmail.accounts import Accounts
+    from twistedmail.auth import make_portal
+    from twistedmail.config import Config
+    from twistedmail.delivery import Delivery
+    from twistedmail.service import (
+        ServiceContext,
+        _http_factory,
+        _imap_factory,
+        _smtp_factory,
+    )
+    from twistedmail.store.memory import MemoryStore
+    from twistedmail.throttle import ACCOUNT_FACTOR
+
+    store = MemoryStore()
+    accounts = Accounts.in_data_dir(str(tmp_path), scrypt_n=2)
+    accounts.add_user("alice@example.test", "right")
+    unused: Any = None  # the outbox and TLS: no factory reads them here
+    ctx = ServiceContext(
+        Config(),
+        reactor,
+        str(tmp_path),
+        store,
+        accounts,
+        make_portal(accounts, store, reactor),
+        unused,
+        unused,
+        Delivery(store, None),
+    )
+    smtp = _smtp_factory(ctx, "submission")
+    imap = _imap_factory(ctx, "imap")
+    _http_factory(ctx, "http")
+    throttles = [ctx.shared[f"{name}-throttle"] for name in ("smtp", "imap", "http")]
+    assert smtp.throttle is throttles[0] and imap.throttle is throttles[1]  # type: ignore[union-attr]
+    assert ctx.shared["http"].resource.ctx.throttle is throttles[2]
+    assert len({id(t) for t in throttles}) == 3  # per-address counts stay per protocol
+    assert len({id(t.accounts) for t in throttles}) == 1
+    # One guess per address, the protocols taking turns, up to the account's limit.
+    limit = ACCOUNT_FACTOR * 5
+    for n in range(limit):
+        throttles[n % 3].failed(f"192.0.2.{n}", "Alice@Example.Test")
+    for throttle in throttles:
+        assert not throttle.allowed("198.51.100.7", "alice@example.test")

@@ -45,6 +45,7 @@ from twistedmail.outbound.queue import OutboundQueue
 from twistedmail.outbound.runner import OutboundSettings, QueueRunner
 from twistedmail.routing import route
 from twistedmail.store.makers import store_makers
+from twistedmail.throttle import ACCOUNT_FACTOR, AccountLimit, LoginThrottle
 from twistedmail.tls import server_tls_options
 
 __all__ = ["MailService", "ServiceContext", "make_service", "make_store"]
@@ -110,9 +111,8 @@ def _smtp_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         ctx.reactor,
         # One AUTH throttle for submission and submissions: a guesser gets
         # max_auth_failures per address in all, not per listener.
-        throttle=ctx.shared.get("smtp-throttle"),
+        throttle=_login_throttle(ctx, "smtp-throttle", c.max_auth_failures),
     )
-    ctx.shared.setdefault("smtp-throttle", factory.throttle)
     return factory
 
 
@@ -142,12 +142,17 @@ def _imap_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
         ctx.reactor,
         # One throttle for imap and imaps: a guesser gets max_login_failures
         # per address in all, not per listener.
-        throttle=ctx.shared.get("imap-throttle"),
+        throttle=_login_throttle(
+            ctx,
+            "imap-throttle",
+            settings.max_login_failures,
+            window=settings.login_failure_window,
+            lockout=settings.login_lockout,
+        ),
         # And one \\Recent tracker: a message is recent in one session
         # (RFC 3501 §2.3.2), whichever listener that session came through.
         recent=ctx.shared.get("imap-recent"),
     )
-    ctx.shared.setdefault("imap-throttle", factory.throttle)
     ctx.shared.setdefault("imap-recent", factory.recent)
     return factory
 
@@ -178,12 +183,49 @@ def _http_factory(ctx: ServiceContext, role: str) -> IProtocolFactory | None:
             ctx.reactor,
             ctx.reactor,
             health=lambda: _health(ctx),
+            throttle=_login_throttle(
+                ctx,
+                "http-throttle",
+                settings.max_login_failures,
+                window=settings.login_window,
+                lockout=settings.login_lockout,
+            ),
         )
         ctx.shared["http"] = site
         c = ctx.config.http
         limited = ConnectionLimit(site, c.max_connections, c.max_connections_per_client)
         ctx.shared["http-limit"] = limited
     return limited  # type: ignore[no-any-return]
+
+
+def _login_throttle(
+    ctx: ServiceContext,
+    key: str,
+    max_failures: int,
+    window: float = 300.0,
+    lockout: float = 300.0,
+) -> LoginThrottle:
+    """
+    A protocol's failed-login throttle, shared by its listeners (per-address
+    counts add up over ``imap`` and ``imaps``), with one `AccountLimit`
+    behind every protocol's (per-account counts add up over SMTP, IMAP and
+    HTTP, so a guesser cannot use each protocol's allowance in turn).
+    """
+    throttle: LoginThrottle | None = ctx.shared.get(key)
+    if throttle is None:
+        accounts: AccountLimit | None = ctx.shared.get("login-accounts")
+        if accounts is None:
+            most = max(ctx.config.smtp.max_auth_failures, ctx.config.imap.max_login_failures)
+            accounts = ctx.shared["login-accounts"] = AccountLimit(ACCOUNT_FACTOR * most)
+        throttle = ctx.shared[key] = LoginThrottle(
+            ctx.reactor,
+            max_failures=max_failures,
+            canonical=ctx.accounts.canonical_user,
+            window=window,
+            lockout=lockout,
+            accounts=accounts,
+        )
+    return throttle
 
 
 def _health(ctx: ServiceContext) -> dict[str, bool]:

@@ -23,6 +23,10 @@ domains), so every spelling of a name shares one count, and guesses at names
 that do not exist are counted and refused like real ones (a lockout must not
 tell a guesser which users exist).
 
+The daemon gives every protocol's throttle one `AccountLimit`
+(service.py), so the per-account count adds up over SMTP, IMAP and HTTP;
+the per-address counts stay per protocol.
+
 Protocols call `allowed` before checking a password (and again once a SASL
 exchange has revealed the user, before the password is checked), then report
 the outcome with `failed` or `succeeded`.  Memory is bounded: each table
@@ -142,6 +146,68 @@ def fold_login(login: str) -> str:
         return name.lower()
 
 
+class AccountLimit:
+    """
+    The per-account half of the policy: failures per account and the
+    addresses each account recently logged in from.
+
+    One is shared by every protocol's `LoginThrottle` (service.py does), so
+    a guesser cannot add SMTP's, IMAP's and HTTP's allowances together.
+    """
+
+    def __init__(
+        self,
+        max_failures: int,
+        window: float = 300.0,
+        lockout: float = 300.0,
+        max_keys: int = 10_000,
+        known_for: float = KNOWN_FOR,
+        known_per_user: int = KNOWN_PER_USER,
+    ) -> None:
+        if max_failures < 1 or window <= 0 or lockout < 0 or max_keys < 1 or known_per_user < 1:
+            raise ValueError("max_failures, window, max_keys and known_per_user must be positive")
+        self._known_for = known_for
+        self._known_per_user = known_per_user
+        self._max_keys = max_keys
+        self._accounts = _Counter(max_failures, window, lockout, max_keys)
+        # user -> {address: time of its last successful login}, oldest first
+        # at both levels.
+        self._known: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
+
+    @property
+    def limit(self) -> int:
+        return self._accounts.limit
+
+    def allowed(self, user: str, address: str, now: float) -> bool:
+        """False while ``user`` is locked and ``address`` has not logged in to it recently."""
+        return not self._accounts.locked(user, now) or self._is_known(user, address, now)
+
+    def failed(self, user: str, now: float) -> bool:
+        """Count a failure; True if it locked the account."""
+        return self._accounts.fail(user, now)
+
+    def succeeded(self, user: str, address: str, now: float) -> None:
+        """Remember ``address`` as one ``user`` logs in from (the failure count stays)."""
+        known = self._known.pop(user, None) or OrderedDict()
+        known.pop(address, None)
+        known[address] = now
+        while len(known) > self._known_per_user:
+            known.popitem(last=False)
+        self._known[user] = known
+        while len(self._known) > self._max_keys:
+            self._known.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._accounts) + len(self._known)
+
+    def _is_known(self, user: str, address: str, now: float) -> bool:
+        known = self._known.get(user)
+        if known is None:
+            return False
+        when = known.get(address)
+        return when is not None and when > now - self._known_for
+
+
 class LoginThrottle:
     """Failed-login limiting per client address and per account (see the module docstring)."""
 
@@ -155,19 +221,21 @@ class LoginThrottle:
         canonical: Callable[[str], str | None] | None = None,
         known_for: float = KNOWN_FOR,
         known_per_user: int = KNOWN_PER_USER,
+        accounts: AccountLimit | None = None,
     ) -> None:
         if max_failures < 1 or window <= 0 or lockout < 0 or max_keys < 1 or known_per_user < 1:
             raise ValueError("max_failures, window, max_keys and known_per_user must be positive")
         self._clock = clock
         self._canonical = canonical
-        self._known_for = known_for
-        self._known_per_user = known_per_user
-        self._max_keys = max_keys
         self._addresses = _Counter(max_failures, window, lockout, max_keys)
-        self._accounts = _Counter(ACCOUNT_FACTOR * max_failures, window, lockout, max_keys)
-        # user -> {address: time of its last successful login}, oldest first
-        # at both levels.
-        self._known: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
+        #: Shared with the other protocols' throttles when given.
+        self.accounts = (
+            AccountLimit(
+                ACCOUNT_FACTOR * max_failures, window, lockout, max_keys, known_for, known_per_user
+            )
+            if accounts is None
+            else accounts
+        )
 
     def account(self, login: str) -> str:
         """The key ``login``'s failures are counted under."""
@@ -188,8 +256,7 @@ class LoginThrottle:
             return False
         if login is None:
             return True
-        user = self.account(login)
-        return not self._accounts.locked(user, now) or self._is_known(user, address, now)
+        return self.accounts.allowed(self.account(login), address, now)
 
     def failed(self, address: str, login: str | None = None) -> None:
         """Count a failed login against the address and, if named, the account."""
@@ -197,11 +264,11 @@ class LoginThrottle:
         self._addresses.fail(address, now)
         if login is not None:
             user = self.account(login)
-            if self._accounts.fail(user, now):
+            if self.accounts.failed(user, now):
                 log.warn(
                     "{failures} failed logins for {user} in a row; locking it for addresses"
                     " it has not logged in from",
-                    failures=self._accounts.limit,
+                    failures=self.accounts.limit,
                     user=user,
                 )
 
@@ -216,23 +283,8 @@ class LoginThrottle:
         self._addresses.forget(address, now)
         if login is None:
             return
-        user = self.account(login)
-        known = self._known.pop(user, None) or OrderedDict()
-        known.pop(address, None)
-        known[address] = now
-        while len(known) > self._known_per_user:
-            known.popitem(last=False)
-        self._known[user] = known
-        while len(self._known) > self._max_keys:
-            self._known.popitem(last=False)
+        self.accounts.succeeded(self.account(login), address, now)
 
     def __len__(self) -> int:
         """How many keys are tracked in all tables (for tests and metrics)."""
-        return len(self._addresses) + len(self._accounts) + len(self._known)
-
-    def _is_known(self, user: str, address: str, now: float) -> bool:
-        known = self._known.get(user)
-        if known is None:
-            return False
-        when = known.get(address)
-        return when is not None and when > now - self._known_for
+        return len(self._addresses) + len(self.accounts)

@@ -235,7 +235,8 @@ def test_tracker_claims_above_the_mark_only() -> None:
     assert tracker.claimed("v", "INBOX", 7) == 0
 
 
-def test_service_gives_imap_and_imaps_one_tracker(factory: IMAPFactory) -> None:
+def test_service_gives_imap_and_imaps_one_tracker(factory: IMAPFactory, tmp_path: Any) -> None:
+    from twistedmail.accounts import Accounts
     from twistedmail.config import Config
     from twistedmail.service import ServiceContext, _imap_factory
 
@@ -245,7 +246,7 @@ def test_service_gives_imap_and_imaps_one_tracker(factory: IMAPFactory) -> None:
         factory.reactor,
         "/nonexistent",
         unused,
-        unused,
+        Accounts.in_data_dir(str(tmp_path)),  # its login throttle folds names with it
         factory.portal,
         unused,
         unused,
@@ -255,3 +256,4 @@ def test_service_gives_imap_and_imaps_one_tracker(factory: IMAPFactory) -> None:
     assert isinstance(imap, IMAPFactory) and isinstance(imaps, IMAPFactory)
     assert imap.recent is imaps.recent
     assert imap.recent is not factory.recent  # one per daemon, not per process
+    assert imap.throttle is imaps.throttle
