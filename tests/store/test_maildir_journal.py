@@ -305,3 +305,16 @@ def _reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_journal_that_cannot_be_opened_leaves_deliveries_the_fsync_way(tmp_path):
+    (tmp_path / "maildir-journal").write_bytes(b"not a directory")
+    store = MaildirStore(str(tmp_path), _reactor())
+    try:
+        assert store._journal is None
+        account = await store.account(ALICE)
+        appended = await account.deliver(message(1))
+        assert await account.fetch(INBOX, appended.info.uid) == message(1)
+    finally:
+        await store.close()

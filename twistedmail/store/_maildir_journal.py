@@ -44,7 +44,6 @@ should not be journalled (keep the data directory on one filesystem).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import struct
 import zlib
@@ -191,9 +190,11 @@ def _new_generation() -> int:
 def _syncfs_call() -> Callable[[int], None]:
     """``syncfs(2)`` where libc has it (one flush for a whole batch of files), else ``sync``."""
     try:
+        import ctypes  # the stdlib has no syncfs wrapper; some builds lack ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         call = libc.syncfs
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return lambda fd: os.sync()
 
     def syncfs(fd: int) -> None:
