@@ -70,6 +70,8 @@ class _Counter:
     """Failures per key in a sliding window, locking a key at ``limit``; an LRU table."""
 
     def __init__(self, limit: int, window: float, lockout: float, max_keys: int) -> None:
+        if limit < 1 or window <= 0 or lockout < 0 or max_keys < 1:
+            raise ValueError("max_failures, window and max_keys must be positive")
         self.limit = limit
         self._window = window
         self._lockout = lockout
@@ -164,8 +166,8 @@ class AccountLimit:
         known_for: float = KNOWN_FOR,
         known_per_user: int = KNOWN_PER_USER,
     ) -> None:
-        if max_failures < 1 or window <= 0 or lockout < 0 or max_keys < 1 or known_per_user < 1:
-            raise ValueError("max_failures, window, max_keys and known_per_user must be positive")
+        if known_per_user < 1:
+            raise ValueError("known_per_user must be positive")
         self._known_for = known_for
         self._known_per_user = known_per_user
         self._max_keys = max_keys
@@ -223,8 +225,6 @@ class LoginThrottle:
         known_per_user: int = KNOWN_PER_USER,
         accounts: AccountLimit | None = None,
     ) -> None:
-        if max_failures < 1 or window <= 0 or lockout < 0 or max_keys < 1 or known_per_user < 1:
-            raise ValueError("max_failures, window, max_keys and known_per_user must be positive")
         self._clock = clock
         self._canonical = canonical
         self._addresses = _Counter(max_failures, window, lockout, max_keys)
